@@ -1,0 +1,67 @@
+"""Prefix cache bookkeeping with real transformers DynamicCache objects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig
+
+from hermes_core.prefix_cache import PrefixCache, _common_prefix_length
+
+
+def _cache_of(length: int) -> DynamicCache:
+    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, hidden_size=8)
+    cache = DynamicCache(config=config)
+    for layer in range(2):
+        k = torch.arange(length, dtype=torch.float32).view(1, 1, length, 1).expand(1, 2, length, 4).clone()
+        cache.update(k, k.clone(), layer)
+    return cache
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "n"),
+    [
+        ([], [1], 0),
+        ([1, 2, 3], [1, 2, 3], 3),
+        ([1, 2, 3], [1, 2], 2),
+        ([1, 9], [1, 2], 1),
+        (list(range(1000)), [*range(700), -1], 700),
+        (list(range(600)), list(range(600)), 600),
+    ],
+)
+def test_common_prefix_length(a, b, n):
+    assert _common_prefix_length(a, b) == n
+
+
+def test_take_returns_longest_match_cropped_and_leaves_one_token():
+    cache = PrefixCache(max_entries=4, min_reuse_tokens=2)
+    cache.put(list(range(40)), _cache_of(40))
+    cache.put([100, *range(30)], _cache_of(31))
+    hit = cache.take([*range(25), 7, 7])
+    assert hit is not None and hit.length == 25
+    assert hit.cache.get_seq_length() == 25
+    assert len(cache) == 1  # taken out while in use
+    hit2 = cache.take([100, *range(30)])
+    assert hit2.length == 30  # whole prompt cached: one token must stay for the forward pass
+
+
+def test_miss_below_threshold_and_lru_bound():
+    cache = PrefixCache(max_entries=2, min_reuse_tokens=10)
+    assert cache.take(list(range(50))) is None
+    for start in (1000, 2000, 3000):
+        cache.put(list(range(start, start + 20)), _cache_of(20))
+    assert len(cache) == 2
+    assert cache.take(list(range(1000, 1020))) is None  # evicted, oldest first
+    assert cache.take([*range(3000, 3005), 1]) is None  # shares only 5 tokens < 10
+
+
+def test_put_replaces_entries_it_extends():
+    cache = PrefixCache(max_entries=4, min_reuse_tokens=2)
+    cache.put(list(range(10)), _cache_of(10))
+    cache.put(list(range(20)), _cache_of(20))
+    assert len(cache) == 1
+
+
+def test_invalid_size():
+    with pytest.raises(ValueError, match="prefix_cache=False"):
+        PrefixCache(max_entries=0)
