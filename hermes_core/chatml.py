@@ -1,0 +1,294 @@
+"""Renders whole conversations as Hermes ChatML, split into structure and untrusted-content segments.
+
+Layout (``S`` = structure, special; ``C`` = content, tokenized with ``split_special_tokens=True``)::
+
+    S<|im_start|>system\\n  [tools or JSON-mode prompt]  [S\\n\\n]  C<caller's system text>  S<|im_end|>\\n
+    S<|im_start|>user\\n C<text> S<|im_end|>\\n
+    S<|im_start|>assistant\\n C<text> [S\\n] (S<tool_call>\\n C{"name": ..., "arguments": ...} S\\n</tool_call>)*
+        joined by S\\n, then S<|im_end|>\\n
+    S<|im_start|>tool\\n (S<tool_response>\\n C{"name": ..., "content": ...} S\\n</tool_response>)* joined by S\\n,
+        then S<|im_end|>\\n   (consecutive tool messages share this one turn)
+    S<|im_start|>assistant\\n   (the generation prompt)
+
+Decisions where the format leaves a choice:
+- The caller's leading system message(s) go AFTER the tools / JSON-mode prompt in the one system turn,
+  separated by a blank line: the trained prompt stays at the exact trained position, and a KV prefix
+  cache shares it across different caller system prompts. Several leading system messages are joined by a
+  blank line; a system message later in the conversation is rendered in place as its own system turn.
+- Tool calls and tool responses are written with ``json.dumps(..., ensure_ascii=False)`` (as the model
+  emits them and as HF's ``tojson`` writes them); the ``<tools>`` lines use plain ``json.dumps``.
+- A tool result that is a string holding a JSON object or array is embedded as that JSON value (so
+  ``'{"temp": 21}'`` reads as ``"content": {"temp": 21}``, like the seed's dict); any other string stays
+  a JSON string; non-string values are embedded as JSON (unserialisable leaves via ``str``).
+- A tool message's name comes from ``name``, else from the earlier assistant tool call with the same
+  ``tool_call_id``; if neither exists a ``UnsupportedOptionError`` says how to fix it.
+- ``role="developer"`` is treated as ``system``; any other unknown role is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hermes_core.errors import UnsupportedOptionError
+from hermes_core.prompts import (
+    PromptSegment,
+    json_schema_system_prompt_segments,
+    tools_system_prompt_segments,
+)
+from hermes_core.types import Message, ToolCall, new_call_id
+
+__all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+_ROLES = {"system", "user", "assistant", "tool"}
+_ROLE_ALIASES = {"developer": "system"}
+
+
+@dataclass
+class RenderedPrompt:
+    """A rendered prompt: ``segments`` in order; ``special`` marks structure, the rest is content."""
+
+    segments: list[PromptSegment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The whole prompt as one string."""
+        return "".join(s.text for s in self.segments)
+
+    def runs(self) -> list[PromptSegment]:
+        """Adjacent segments of the same kind merged, empty ones dropped (what gets tokenized)."""
+        merged: list[PromptSegment] = []
+        for seg in self.segments:
+            if not seg.text:
+                continue
+            if merged and merged[-1].special == seg.special:
+                merged[-1] = PromptSegment(merged[-1].text + seg.text, seg.special)
+            else:
+                merged.append(seg)
+        return merged
+
+    def token_ids(self, tokenizer: Any, *, add_bos: bool = True) -> list[int]:
+        """Token ids: structure tokenized normally, content with ``split_special_tokens=True``.
+
+        ``add_bos`` prepends the tokenizer's BOS token when the tokenizer itself would add one
+        (e.g. ``<|begin_of_text|>`` for Llama-3 Hermes models, as their chat template does).
+        """
+        ids: list[int] = _bos_prefix(tokenizer) if add_bos else []
+        for run in self.runs():
+            encoded = tokenizer(run.text, add_special_tokens=False, split_special_tokens=not run.special)
+            ids.extend(encoded["input_ids"])
+        return ids
+
+
+def _bos_prefix(tokenizer: Any) -> list[int]:
+    """``[bos_token_id]`` when encoding with special tokens starts with it, else ``[]``."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    added = tokenizer("", add_special_tokens=True)["input_ids"]
+    return [bos] if added[:1] == [bos] else []
+
+
+def render_conversation(
+    messages: Sequence[Message | dict[str, Any]],
+    *,
+    tools: Sequence[Any] | None = None,
+    response_format: Any = None,
+    add_generation_prompt: bool = True,
+) -> RenderedPrompt:
+    """Render ``messages`` (plus the tools or JSON-mode system prompt) as Hermes ChatML segments."""
+    if tools and response_format is not None:
+        raise UnsupportedOptionError(
+            "Pass either tools or response_format to render_conversation, not both (JSON mode has no tools)."
+        )
+    msgs = to_messages(messages)
+    segments: list[PromptSegment] = []
+    lead: list[PromptSegment] = []
+    if tools:
+        lead = tools_system_prompt_segments(tools)
+    elif response_format is not None:
+        lead = json_schema_system_prompt_segments(response_format)
+
+    start = 0
+    system_texts: list[str] = []
+    while start < len(msgs) and msgs[start].role == "system":
+        system_texts.append(_text(msgs[start], start))
+        start += 1
+    if lead or system_texts:
+        segments.append(_s(f"{IM_START}system\n"))
+        segments.extend(lead)
+        if lead and system_texts:
+            segments.append(_s("\n\n"))
+        if system_texts:
+            segments.append(_c("\n\n".join(system_texts)))
+        segments.append(_s(f"{IM_END}\n"))
+
+    call_names: dict[str, str] = {}
+    index = start
+    while index < len(msgs):
+        msg = msgs[index]
+        if msg.role == "tool":
+            segments.append(_s(f"{IM_START}tool\n"))
+            first = True
+            while index < len(msgs) and msgs[index].role == "tool":
+                if not first:
+                    segments.append(_s("\n"))
+                segments.extend(_tool_response(msgs[index], index, call_names))
+                first = False
+                index += 1
+            segments.append(_s(f"{IM_END}\n"))
+            continue
+        segments.append(_s(f"{IM_START}{msg.role}\n"))
+        if msg.role == "assistant":
+            segments.extend(_assistant_body(msg, index))
+            for call in msg.tool_calls:
+                call_names[call.id] = call.name
+        else:
+            segments.append(_c(_text(msg, index)))
+        segments.append(_s(f"{IM_END}\n"))
+        index += 1
+    if add_generation_prompt:
+        segments.append(_s(f"{IM_START}assistant\n"))
+    return RenderedPrompt([seg for seg in segments if seg.text])
+
+
+def _s(text: str) -> PromptSegment:
+    """A structure segment."""
+    return PromptSegment(text, True)
+
+
+def _c(text: str) -> PromptSegment:
+    """A content segment."""
+    return PromptSegment(text, False)
+
+
+def _text(msg: Message, index: int) -> str:
+    """The text of a system/user/assistant message (``None`` is empty; text parts are joined)."""
+    content = msg.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, str) or (isinstance(p, dict) and p.get("type") == "text") for p in content
+    ):
+        return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
+    raise UnsupportedOptionError(
+        f"Message #{index} ({msg.role}) has non-text content of type {type(content).__name__}; "
+        "pass a string (only tool results may hold JSON values)."
+    )
+
+
+def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
+    """An assistant turn's text followed by its tool calls, as the model emits them (name first)."""
+    out: list[PromptSegment] = []
+    text = _text(msg, index)
+    if text:
+        out.append(_c(text))
+    for n, call in enumerate(msg.tool_calls):
+        if n or text:
+            out.append(_s("\n"))
+        payload = json.dumps(
+            {"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str
+        )
+        out += [_s("<tool_call>\n"), _c(payload), _s("\n</tool_call>")]
+    return out
+
+
+def _tool_response(msg: Message, index: int, call_names: dict[str, str]) -> list[PromptSegment]:
+    """One ``<tool_response>`` block for a tool message, naming the tool it answers."""
+    name = msg.name or (call_names.get(msg.tool_call_id) if msg.tool_call_id else None)
+    if not name:
+        raise UnsupportedOptionError(
+            f"Tool message #{index} (tool_call_id={msg.tool_call_id!r}) names no tool and answers no earlier "
+            "assistant tool call; set its name or keep the assistant message that made the call."
+        )
+    payload = json.dumps(
+        {"name": name, "content": _tool_content(msg.content)}, ensure_ascii=False, default=str
+    )
+    return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")]
+
+
+def _tool_content(content: Any) -> Any:
+    """A tool result as a JSON value: JSON-object/array strings are decoded, other values kept."""
+    if isinstance(content, str):
+        stripped = content.strip()
+        if stripped[:1] in ("{", "["):
+            try:
+                return json.loads(stripped)
+            except ValueError:
+                return content
+    if content is None:
+        return ""
+    return content
+
+
+def to_messages(messages: Sequence[Message | dict[str, Any]]) -> list[Message]:
+    """Convert ``Message`` objects or OpenAI-style dicts to ``Message``s, checking roles and calls."""
+    return [_to_message(m, i) for i, m in enumerate(messages)]
+
+
+def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
+    """One message in neutral form (the single place where dict messages are understood)."""
+    if isinstance(raw, Message):
+        msg = raw
+    elif isinstance(raw, dict):
+        msg = Message(
+            role=raw.get("role"),  # type: ignore[arg-type]
+            content=raw.get("content", ""),
+            tool_calls=[_to_call(c, index) for c in raw.get("tool_calls") or []],
+            tool_call_id=raw.get("tool_call_id"),
+            name=raw.get("name"),
+        )
+    else:
+        raise UnsupportedOptionError(
+            f"Message #{index} is a {type(raw).__name__}; pass hermes_core.types.Message objects or "
+            "OpenAI-style dicts {'role': ..., 'content': ...}."
+        )
+    role = _ROLE_ALIASES.get(msg.role, msg.role)
+    if role not in _ROLES:
+        raise UnsupportedOptionError(
+            f"Message #{index} has unknown role {msg.role!r}; use one of system, user, assistant, tool."
+        )
+    if role != msg.role:
+        msg = Message(role, msg.content, list(msg.tool_calls), msg.tool_call_id, msg.name)  # type: ignore[arg-type]
+    if msg.tool_calls and role != "assistant":
+        raise UnsupportedOptionError(
+            f"Message #{index} ({role}) has tool_calls; only assistant messages make calls."
+        )
+    return msg
+
+
+def _to_call(raw: Any, index: int) -> ToolCall:
+    """A ``ToolCall`` from a ``ToolCall``, an OpenAI ``{"id", "type", "function": {...}}`` or a flat dict."""
+    if isinstance(raw, ToolCall):
+        return raw
+    if not isinstance(raw, dict):
+        raise UnsupportedOptionError(
+            f"Message #{index}: a tool call must be a dict or ToolCall, got {type(raw).__name__}."
+        )
+    body = raw.get("function") if isinstance(raw.get("function"), dict) else raw
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise UnsupportedOptionError(
+            f"Message #{index}: tool call {raw!r:.80} has no name; set function.name."
+        )
+    args = body.get("arguments", body.get("args"))
+    if args is None or args == "":
+        args = {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            raise UnsupportedOptionError(
+                f"Message #{index}: arguments of tool call {name!r} are not valid JSON; pass a dict or a JSON object string."
+            ) from None
+    if not isinstance(args, dict):
+        raise UnsupportedOptionError(
+            f"Message #{index}: arguments of tool call {name!r} must be a JSON object."
+        )
+    return ToolCall(name=name, arguments=args, id=raw.get("id") or new_call_id())

@@ -1,0 +1,293 @@
+"""Turns Python functions, pydantic models, TypedDicts and OpenAI-style dicts into OpenAI tool specs.
+
+Every spec has the form ``{"type": "function", "function": {"name", "description", "parameters"}}``
+where ``parameters`` is an object JSON schema built by pydantic (never by a hand-written type mapper).
+
+Schema decisions (documented in docs too):
+- ``$ref``s into ``$defs`` are inlined so the prompt shows each tool self-contained; a recursive model
+  (which cannot be inlined) keeps its ``$defs`` (the prompt and xgrammar both accept them).
+- pydantic's generated ``title`` keys are removed (they repeat the property name and cost tokens).
+- A parameter with a default is optional (not in ``required``); its JSON-serialisable default is
+  recorded as ``"default"``. ``Optional[X]`` is rendered as pydantic does: ``anyOf [X, null]``.
+Adapters convert LangChain/LlamaIndex tools to OpenAI dicts first; this module knows no framework.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+import typing
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hermes_core._docstrings import parse_docstring
+from hermes_core.errors import ToolSpecError
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_DATA_KEYS = {"default", "enum", "const", "examples", "example"}
+_MAP_KEYS = {"properties", "$defs", "definitions", "patternProperties", "dependentSchemas"}
+
+
+def to_tool_spec(obj: Any) -> dict[str, Any]:
+    """Return the OpenAI-style tool spec for a function, pydantic model class, TypedDict or spec dict."""
+    from pydantic import BaseModel
+
+    if isinstance(obj, dict):
+        return _from_dict(obj)
+    if isinstance(obj, type) and issubclass(obj, BaseModel):
+        return _from_model(obj)
+    if isinstance(obj, type) and typing.is_typeddict(obj):
+        return _from_typeddict(obj)
+    if isinstance(obj, type):
+        raise ToolSpecError(
+            f"Cannot make a tool from class {obj.__name__!r}: pass a function, a pydantic BaseModel class, "
+            "a TypedDict or an OpenAI tool dict."
+        )
+    if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isbuiltin(obj):
+        return _from_function(obj)
+    raise ToolSpecError(
+        f"Cannot make a tool from {type(obj).__name__} object {obj!r:.80}: pass a function, a pydantic "
+        "BaseModel class, a TypedDict or an OpenAI tool dict (LangChain/LlamaIndex tools: use the adapter)."
+    )
+
+
+def to_tool_specs(tools: Iterable[Any] | None) -> list[dict[str, Any]]:
+    """Convert every tool with ``to_tool_spec`` and check that the names are unique."""
+    specs = [to_tool_spec(tool) for tool in (tools or [])]
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        name = spec["function"]["name"]
+        if name in seen:
+            raise ToolSpecError(
+                f"Duplicate tool name {name!r} (tools #{seen[name]} and #{index}); give each tool a unique name."
+            )
+        seen[name] = index
+    return specs
+
+
+def tool_name(spec: dict[str, Any]) -> str:
+    """The name of an OpenAI-style tool spec."""
+    return spec["function"]["name"]
+
+
+def _check_name(name: Any, what: str) -> str:
+    """Raise unless ``name`` fits OpenAI's tool-name rule."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ToolSpecError(
+            f"Invalid tool name {name!r} for {what}: names must match ^[a-zA-Z0-9_-]{{1,64}}$; rename it."
+        )
+    return name
+
+
+def _spec(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Assemble the OpenAI-style spec dict (key order: name, description, parameters)."""
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
+
+
+def _from_dict(obj: dict[str, Any]) -> dict[str, Any]:
+    """Validate an OpenAI-style spec (nested or flat ``{"name", ...}``) and return it wrapped, copied."""
+    if obj.get("type") == "function" and isinstance(obj.get("function"), dict):
+        inner = obj["function"]
+    elif "name" in obj and "function" not in obj:
+        inner = obj
+    else:
+        raise ToolSpecError(
+            f"Tool dict {str(obj)[:80]!r} is not an OpenAI tool: use "
+            "{'type': 'function', 'function': {'name', 'description', 'parameters'}} or the flat "
+            "{'name', 'description', 'parameters'} form."
+        )
+    name = _check_name(inner.get("name"), "a tool dict")
+    description = inner.get("description") or ""
+    if not isinstance(description, str):
+        raise ToolSpecError(f"Tool {name!r}: description must be a string, got {type(description).__name__}.")
+    parameters = inner.get("parameters")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    _check_parameters(name, parameters)
+    return _spec(name, description, copy.deepcopy(parameters))
+
+
+def _check_parameters(name: str, parameters: Any) -> None:
+    """Raise unless ``parameters`` is a valid JSON schema describing an object."""
+    import jsonschema
+
+    if not isinstance(parameters, dict):
+        raise ToolSpecError(
+            f"Tool {name!r}: parameters must be a JSON schema dict, got {type(parameters).__name__}."
+        )
+    try:
+        jsonschema.validators.validator_for(parameters).check_schema(parameters)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ToolSpecError(
+            f"Tool {name!r}: parameters is not a valid JSON schema at {where}: {exc.message}; fix the schema."
+        ) from None
+    if parameters.get("type") != "object":
+        raise ToolSpecError(
+            f"Tool {name!r}: parameters must be an object schema ({{'type': 'object', 'properties': ...}}), "
+            f"got type {parameters.get('type')!r}."
+        )
+
+
+def _own_doc(cls: type) -> str | None:
+    """The class's own docstring (not one inherited from BaseModel/dict)."""
+    return cls.__dict__.get("__doc__")
+
+
+def _from_model(model: Any) -> dict[str, Any]:
+    """Spec for a pydantic model class: class name, docstring summary, its JSON schema."""
+    name = _check_name(model.__name__, f"pydantic model {model.__qualname__}")
+    doc = parse_docstring(_own_doc(model))
+    try:
+        schema = model.model_json_schema()
+    except Exception as exc:
+        raise ToolSpecError(
+            f"Cannot build a JSON schema for pydantic model {name!r}: {_first_line(exc)}; use JSON-compatible field types."
+        ) from None
+    return _spec(name, doc.summary, _finish(schema, doc.args))
+
+
+def _from_typeddict(td: type) -> dict[str, Any]:
+    """Spec for a TypedDict: class name, docstring summary, pydantic's JSON schema of it."""
+    from pydantic import TypeAdapter
+
+    name = _check_name(td.__name__, f"TypedDict {td.__qualname__}")
+    doc = parse_docstring(_own_doc(td))
+    try:
+        schema = TypeAdapter(td).json_schema()
+    except Exception as exc:
+        raise ToolSpecError(
+            f"Cannot build a JSON schema for TypedDict {name!r}: {_first_line(exc)}; use JSON-compatible field types."
+        ) from None
+    return _spec(name, doc.summary, _finish(schema, doc.args))
+
+
+def _from_function(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Spec for a function: its name, docstring summary and a schema of its typed parameters."""
+    from pydantic import Field, TypeAdapter, create_model
+
+    fname = getattr(fn, "__name__", repr(fn))
+    name = _check_name(fname, f"function {fname}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise ToolSpecError(
+            f"Cannot read the signature of {fname!r}; wrap it in a def with typed parameters."
+        ) from None
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ToolSpecError(
+            f"Cannot resolve the type hints of {fname!r} ({_first_line(exc)}); import the hinted types at module level."
+        ) from None
+    doc = parse_docstring(inspect.getdoc(fn))
+    fields: dict[str, Any] = {}
+    for index, (pname, param) in enumerate(signature.parameters.items()):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolSpecError(
+                f"Function {fname!r} takes {'*' if param.kind is param.VAR_POSITIONAL else '**'}{pname}, which a "
+                "tool cannot describe; give it explicit, typed parameters instead."
+            )
+        if pname not in hints:
+            raise ToolSpecError(
+                f"Parameter {pname!r} of function {fname!r} has no type hint; annotate it (e.g. {pname}: str)."
+            )
+        annotation = hints[pname]
+        try:
+            TypeAdapter(annotation).json_schema()
+        except Exception as exc:
+            raise ToolSpecError(
+                f"Parameter {pname!r} of function {fname!r} has type {annotation!r} that has no JSON schema "
+                f"({_first_line(exc)}); use str/int/float/bool, list, dict, Literal, Enum or a pydantic model."
+            ) from None
+        default = ... if param.default is param.empty else param.default
+        fields[f"p{index}"] = (annotation, Field(default, alias=pname, description=doc.args.get(pname)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = create_model(f"{name}_arguments", **fields)
+            schema = model.model_json_schema(by_alias=True)
+    except Exception as exc:
+        raise ToolSpecError(
+            f"Cannot build a JSON schema for function {fname!r}: {_first_line(exc)}; use JSON-compatible type hints."
+        ) from None
+    schema.pop("description", None)
+    return _spec(name, doc.summary, _finish(schema, {}))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _finish(schema: dict[str, Any], arg_docs: dict[str, str]) -> dict[str, Any]:
+    """Inline ``$defs`` when possible, drop titles, add docstring descriptions; return an object schema."""
+    schema = _inline_refs(schema)
+    schema = _strip_titles(schema)
+    schema.pop("description", None)
+    properties = schema.setdefault("properties", {})
+    for pname, text in arg_docs.items():
+        prop = properties.get(pname)
+        if isinstance(prop, dict) and text and "description" not in prop:
+            prop["description"] = text
+    ordered: dict[str, Any] = {"type": "object"}
+    ordered.update((k, v) for k, v in schema.items() if k != "type")
+    if not ordered.get("required"):
+        ordered.pop("required", None)
+    return ordered
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace local ``#/$defs/X`` references by their definitions; keep ``$defs`` if they recurse."""
+    defs = schema.get("$defs") or {}
+    if not defs:
+        return schema
+
+    class _Recursive(Exception):
+        pass
+
+    def resolve(node: Any, stack: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, stack) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            key = ref[len("#/$defs/") :]
+            if key in stack or key not in defs:
+                raise _Recursive
+            target = resolve(defs[key], (*stack, key))
+            siblings = {k: resolve(v, stack) for k, v in node.items() if k != "$ref"}
+            return {**target, **siblings}
+        return {k: (v if k in _DATA_KEYS else resolve(v, stack)) for k, v in node.items()}
+
+    body = {k: v for k, v in schema.items() if k != "$defs"}
+    try:
+        return resolve(body, ())
+    except _Recursive:
+        return schema
+
+
+def _strip_titles(node: Any) -> Any:
+    """Drop pydantic's string ``title`` annotations everywhere in a schema (never property names)."""
+    if isinstance(node, list):
+        return [_strip_titles(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in _DATA_KEYS:
+            out[key] = value
+        elif key in _MAP_KEYS and isinstance(value, dict):
+            out[key] = {k: _strip_titles(v) for k, v in value.items()}
+        else:
+            out[key] = _strip_titles(value)
+    return out
