@@ -153,23 +153,66 @@ def _from_model(model: Any) -> dict[str, Any]:
 
 
 def _from_typeddict(td: type) -> dict[str, Any]:
-    """Spec for a TypedDict: class name, docstring summary, pydantic's JSON schema of it."""
-    from pydantic import TypeAdapter
+    """Spec for a TypedDict: class name, docstring summary, a schema of its keys (optional keys not required).
+
+    Built from the annotations (not ``TypeAdapter(td)``) so ``typing.TypedDict`` works before Python 3.12.
+    """
+    from pydantic import Field
 
     name = _check_name(td.__name__, f"TypedDict {td.__qualname__}")
     doc = parse_docstring(_own_doc(td))
     try:
-        schema = TypeAdapter(td).json_schema()
+        hints = typing.get_type_hints(td, include_extras=True)
     except Exception as exc:
         raise ToolSpecError(
-            f"Cannot build a JSON schema for TypedDict {name!r}: {_first_line(exc)}; use JSON-compatible field types."
+            f"Cannot resolve the type hints of TypedDict {name!r} ({_first_line(exc)}); import the hinted types at module level."
         ) from None
+    required = set(getattr(td, "__required_keys__", hints))
+    for key, annotation in hints.items():  # string annotations hide NotRequired from __required_keys__
+        marker = getattr(typing.get_origin(annotation), "_name", None)
+        if marker == "NotRequired":
+            required.discard(key)
+        elif marker == "Required":
+            required.add(key)
+    fields: dict[str, Any] = {}
+    for index, (key, annotation) in enumerate(hints.items()):
+        fields[f"p{index}"] = (
+            _unwrap_required(annotation),
+            Field(... if key in required else None, alias=key),
+        )
+    schema = _model_schema(name, fields, f"TypedDict {name!r}")
+    for key in hints:
+        if key not in required:
+            schema["properties"][key].pop("default", None)
     return _spec(name, doc.summary, _finish(schema, doc.args))
+
+
+def _unwrap_required(annotation: Any) -> Any:
+    """``Required[X]`` / ``NotRequired[X]`` -> ``X`` (requiredness comes from ``__required_keys__``)."""
+    origin = typing.get_origin(annotation)
+    if getattr(origin, "_name", None) in ("Required", "NotRequired"):
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
+def _model_schema(name: str, fields: dict[str, Any], what: str) -> dict[str, Any]:
+    """JSON schema of a throwaway pydantic model with aliased ``fields``; errors name ``what``."""
+    from pydantic import create_model
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = create_model(f"{name}_arguments", **fields)
+            return model.model_json_schema(by_alias=True)
+    except Exception as exc:
+        raise ToolSpecError(
+            f"Cannot build a JSON schema for {what}: {_first_line(exc)}; use JSON-compatible type hints."
+        ) from None
 
 
 def _from_function(fn: Callable[..., Any]) -> dict[str, Any]:
     """Spec for a function: its name, docstring summary and a schema of its typed parameters."""
-    from pydantic import Field, TypeAdapter, create_model
+    from pydantic import Field, TypeAdapter
 
     fname = getattr(fn, "__name__", repr(fn))
     name = _check_name(fname, f"function {fname}")
@@ -207,15 +250,7 @@ def _from_function(fn: Callable[..., Any]) -> dict[str, Any]:
             ) from None
         default = ... if param.default is param.empty else param.default
         fields[f"p{index}"] = (annotation, Field(default, alias=pname, description=doc.args.get(pname)))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = create_model(f"{name}_arguments", **fields)
-            schema = model.model_json_schema(by_alias=True)
-    except Exception as exc:
-        raise ToolSpecError(
-            f"Cannot build a JSON schema for function {fname!r}: {_first_line(exc)}; use JSON-compatible type hints."
-        ) from None
+    schema = _model_schema(name, fields, f"function {fname!r}")
     schema.pop("description", None)
     return _spec(name, doc.summary, _finish(schema, {}))
 
