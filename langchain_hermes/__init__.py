@@ -1,0 +1,7 @@
+"""LangChain integration for local Hermes-format function-calling models: ``ChatHermes``."""
+
+from __future__ import annotations
+
+from langchain_hermes.chat_models import ChatHermes
+
+__all__ = ["ChatHermes"]

@@ -1,0 +1,187 @@
+"""LangChain <-> hermes_core message conversion: chat history in, ``AIMessage`` out.
+
+Only types change here; rendering the prompt and parsing the reply are ``hermes_core``'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import invalid_tool_call, tool_call
+
+from hermes_core.errors import UnsupportedOptionError
+from hermes_core.types import GenerationResult, InvalidToolCall, Message, ToolCall, Usage
+
+PROVIDER = "hermes"
+
+_CHAT_ROLES = {
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+}
+
+
+def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
+    """Convert a LangChain chat history to core ``Message``s (roles, text, tool calls, tool results)."""
+    return [_to_core_message(message) for message in messages]
+
+
+def _to_core_message(message: BaseMessage) -> Message:
+    """Convert one LangChain message; raise a clear error for kinds a text-only model cannot take."""
+    if isinstance(message, SystemMessage):
+        return Message("system", _plain_text(message, "system"))
+    if isinstance(message, HumanMessage):
+        return Message("user", _plain_text(message, "human"))
+    if isinstance(message, AIMessage):
+        return Message("assistant", _ai_text(message), tool_calls=_core_tool_calls(message))
+    if isinstance(message, ToolMessage):
+        return Message(
+            "tool",
+            _tool_content(message),
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+        )
+    if isinstance(message, FunctionMessage):
+        return Message("tool", _tool_value(message.content), name=message.name)
+    if isinstance(message, ChatMessage):
+        role = _CHAT_ROLES.get(message.role.lower())
+        if role is None:
+            raise UnsupportedOptionError(
+                f"ChatMessage role {message.role!r} has no Hermes equivalent; use one of "
+                f"{sorted(_CHAT_ROLES)} or a SystemMessage/HumanMessage/AIMessage/ToolMessage."
+            )
+        if role == "tool":
+            return Message("tool", _tool_value(message.content))
+        return Message(role, _plain_text(message, message.role))
+    raise UnsupportedOptionError(
+        f"ChatHermes cannot take a {type(message).__name__} in the conversation; pass "
+        "SystemMessage, HumanMessage, AIMessage, ToolMessage or ChatMessage objects."
+    )
+
+
+def _plain_text(message: BaseMessage, kind: str) -> str:
+    """Join the text blocks of a system/human message; other media are refused (text-only model)."""
+    if isinstance(message.content, str):
+        return message.content
+    texts: list[str] = []
+    for block in message.content_blocks:
+        if block["type"] == "text":
+            texts.append(block["text"])
+        else:
+            raise UnsupportedOptionError(
+                f"ChatHermes runs text-only models, but a {kind} message holds a {block['type']!r} "
+                "content block; remove it or describe it in a text block."
+            )
+    return "".join(texts)
+
+
+def _ai_text(message: AIMessage) -> str:
+    """The prose of an assistant turn, from string content or v0/v1 content blocks."""
+    if isinstance(message.content, str):
+        return message.content
+    # Calls travel in ``tool_calls``; reasoning and provider-specific blocks are not replayed.
+    return "".join(block["text"] for block in message.content_blocks if block["type"] == "text")
+
+
+def _core_tool_calls(message: AIMessage) -> list[ToolCall]:
+    """The assistant's valid calls (invalid attempts are not replayed: no tool answered them)."""
+    calls = []
+    for call in message.tool_calls:
+        if call.get("id"):
+            calls.append(ToolCall(name=call["name"], arguments=dict(call["args"]), id=call["id"]))
+        else:
+            calls.append(ToolCall(name=call["name"], arguments=dict(call["args"])))
+    return calls
+
+
+def _tool_content(message: ToolMessage) -> Any:
+    """A tool result as text or JSON data; a failed tool (``status="error"``) becomes ``{"error": ...}``."""
+    content = _tool_value(message.content)
+    if message.status == "error":
+        return {"error": content}
+    return content
+
+
+def _tool_value(content: str | list[str | dict[str, Any]]) -> Any:
+    """Text blocks join into one string; plain data (dicts that are not content blocks) stays JSON."""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    values: list[Any] = []
+    for item in content:
+        if isinstance(item, str):
+            texts.append(item)
+            values.append(item)
+        elif item.get("type") == "text" and isinstance(item.get("text"), str):
+            texts.append(item["text"])
+            values.append(item["text"])
+        elif item.get("type") in {"image", "image_url", "audio", "input_audio", "video", "file"}:
+            raise UnsupportedOptionError(
+                f"ChatHermes runs text-only models, but a tool result holds a {item['type']!r} block; "
+                "return text or JSON data from the tool instead."
+            )
+        else:
+            values.append(item)
+    if len(texts) == len(values):
+        return "".join(texts)
+    return values
+
+
+def to_ai_message(result: GenerationResult) -> AIMessage:
+    """Build the ``AIMessage`` for one finished generation (calls, invalid calls, usage, metadata)."""
+    return AIMessage(
+        content=result.content,
+        tool_calls=[to_lc_tool_call(call) for call in result.tool_calls],
+        invalid_tool_calls=[to_lc_invalid_tool_call(call) for call in result.invalid_tool_calls],
+        usage_metadata=to_usage_metadata(result.usage),
+        response_metadata=to_response_metadata(result),
+    )
+
+
+def to_lc_tool_call(call: ToolCall) -> Any:
+    """A core call as a LangChain ``ToolCall`` dict (the core's id is kept: tool nodes need it)."""
+    return tool_call(name=call.name, args=call.arguments, id=call.id)
+
+
+def to_lc_invalid_tool_call(call: InvalidToolCall) -> Any:
+    """A failed call attempt: ``args`` is the raw text the model wrote, ``error`` says what is wrong."""
+    return invalid_tool_call(name=call.name, args=call.raw, id=call.id, error=call.error)
+
+
+def tool_call_args_json(call: ToolCall) -> str:
+    """The JSON text of a call's arguments, as streamed in ``tool_call_chunks``."""
+    return json.dumps(call.arguments, ensure_ascii=False)
+
+
+def to_usage_metadata(usage: Usage) -> UsageMetadata:
+    """Token counts in LangChain's shape."""
+    return UsageMetadata(
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def to_response_metadata(result: GenerationResult) -> dict[str, Any]:
+    """Why generation stopped and which model answered."""
+    return {
+        "finish_reason": result.finish_reason,
+        "model_name": result.model_name,
+        "model_provider": PROVIDER,
+    }

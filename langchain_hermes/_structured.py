@@ -1,0 +1,77 @@
+"""``with_structured_output`` wiring: bind the engine's JSON mode or a forced tool, then parse with LangChain's parsers."""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+
+from hermes_core.errors import UnsupportedOptionError
+
+StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
+_METHODS = ("json_schema", "function_calling", "json_mode")
+
+
+def structured_output_runnable(
+    llm: BaseChatModel,
+    schema: dict[str, Any] | type | None,
+    *,
+    method: str,
+    include_raw: bool,
+    strict: bool | None,
+) -> Runnable:
+    """``llm`` bound for ``method`` and piped into the parser matching ``schema``'s kind."""
+    if method not in _METHODS:
+        raise UnsupportedOptionError(
+            f"Unknown structured output method {method!r}; use 'json_schema', 'function_calling' or 'json_mode'."
+        )
+    if schema is None and method != "json_mode":
+        raise UnsupportedOptionError(
+            f"method={method!r} needs a schema; pass one, or use method='json_mode'."
+        )
+    is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+    trace = {
+        "ls_structured_output_format": {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+    }
+    if schema is None:
+        trace = {}
+    if method == "function_calling":
+        name = convert_to_openai_tool(schema, strict=strict)["function"]["name"]
+        bound = llm.bind_tools([schema], tool_choice=name, parallel_tool_calls=False, strict=strict, **trace)
+        parser: Runnable = (
+            PydanticToolsParser(tools=[schema], first_tool_only=True)
+            if is_pydantic
+            else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        )
+    else:
+        response_format = _json_schema(schema, strict) if method == "json_schema" else {"type": "json_object"}
+        bound = llm.bind(response_format=response_format, **trace)
+        parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+    if not include_raw:
+        return bound | parser
+    parse_or_fail = RunnablePassthrough.assign(
+        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+    )
+    parse_failed = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=bound) | parse_or_fail.with_fallbacks(
+        [parse_failed], exception_key="parsing_error"
+    )
+
+
+def _json_schema(schema: Any, strict: bool | None) -> dict[str, Any]:
+    """The JSON schema for the engine's JSON mode; a plain JSON-schema dict is used as given."""
+    if isinstance(schema, dict) and "properties" in schema and not {"function", "parameters"} & set(schema):
+        return schema
+    try:
+        return convert_to_json_schema(schema, strict=strict)
+    except (ValueError, TypeError) as exc:
+        raise UnsupportedOptionError(
+            f"Cannot turn {schema!r:.80} into a JSON schema: {exc} Pass a pydantic class, a TypedDict or a "
+            "JSON-schema dict."
+        ) from exc

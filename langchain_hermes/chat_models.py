@@ -1,0 +1,285 @@
+"""``ChatHermes``: LangChain chat model over a local Hermes-format ``HermesEngine``.
+
+Trace of one call: ``invoke`` -> ``ChatHermes._generate`` -> ``to_core_messages`` ->
+``HermesEngine.generate`` (prompt, grammar-constrained decoding, parsing, validation) ->
+``GenerationResult`` -> ``to_ai_message`` -> ``AIMessage``. This class only converts and delegates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from hermes_core.errors import UnsupportedOptionError
+from langchain_hermes._chunks import event_to_chunk
+from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
+from langchain_hermes._options import check_options, engine_options
+from langchain_hermes._structured import StructuredMethod, structured_output_runnable
+from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
+
+# Shown as the model name before the embedded model is loaded (tracing must not load weights).
+EMBEDDED_MODEL_LABEL = "SmolLM2-135M-Instruct"
+
+_NOT_APPLICABLE = {
+    "api_key": "the model runs locally, so there is no API key",
+    "base_url": "the model runs locally, so there is no server URL",
+    "timeout": "generation runs in-process; bound its length with max_tokens/max_new_tokens instead",
+    "max_retries": "generation runs in-process, so there is nothing to retry",
+}
+
+
+class ChatHermes(BaseChatModel):
+    """Chat model running a Hermes-format function-calling model locally with grammar-constrained tool calls.
+
+    ``ChatHermes()`` uses the embedded SmolLM2-135M-Instruct, offline. Weights load on first use
+    and are shared process-wide (by every instance with the same model and load options).
+    """
+
+    model: str | None = None
+    """Local path or Hugging Face id of a ChatML/Hermes model; None = the embedded default model."""
+    engine: Any = Field(default=None, exclude=True)
+    """A ready-made ``hermes_core.HermesEngine`` to use instead of loading ``model``."""
+    quantization: str | None = None
+    """Quantization for loading (passed to ``hermes_core.get_engine``), e.g. ``"auto"``."""
+    device_map: Any = None
+    """Device placement for loading (passed to ``hermes_core.get_engine``)."""
+    torch_dtype: Any = None
+    """Weight dtype for loading (passed to ``hermes_core.get_engine``)."""
+    max_new_tokens: int = Field(default=512, ge=1, alias="max_tokens")
+    """Most tokens to generate per call (also accepted as ``max_tokens``)."""
+    temperature: float = Field(default=0.0, ge=0.0)
+    """Sampling temperature; 0 decodes greedily."""
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Nucleus sampling mass (with temperature > 0)."""
+    stop: list[str] | None = None
+    """Stop sequences; output is cut before the first one."""
+    seed: int | None = None
+    """Random seed for sampling (reproducible runs with temperature > 0)."""
+    constrained: bool = True
+    """Constrain tool calls and JSON output with a grammar (xgrammar)."""
+    prefix_cache: bool = True
+    """Reuse the KV cache of a shared prompt prefix across calls."""
+    streaming: bool = False
+    """Whether ``invoke`` streams internally (so callbacks see tokens)."""
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=(), extra="forbid")
+
+    _engine: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_arguments(cls, values: Any) -> Any:
+        """Name arguments that do not apply to a local model (instead of silently ignoring them)."""
+        if not isinstance(values, dict):
+            return values
+        for key in values:
+            if key in _NOT_APPLICABLE:
+                raise ValueError(f"ChatHermes does not take {key!r}: {_NOT_APPLICABLE[key]}. Remove it.")
+        known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"ChatHermes got unknown argument(s) {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(sorted(known - set(BaseChatModel.model_fields)))} "
+                "(plus LangChain's common ones such as callbacks, tags and output_version)."
+            )
+        return values
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def _llm_type(self) -> str:
+        return PROVIDER
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self._model_label(),
+            "quantization": self.quantization,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "constrained": self.constrained,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Tracing parameters; a per-call ``model`` override is reported as the model."""
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=str(kwargs.get("model") or self._model_label()),
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens)),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    def _model_label(self) -> str:
+        """The model's name without loading it."""
+        engine = self.engine or self._engine
+        if engine is not None:
+            return str(engine.model_name)
+        return str(self.model) if self.model is not None else EMBEDDED_MODEL_LABEL
+
+    # ----------------------------------------------------------------- engine
+    def _load_options(self) -> dict[str, Any]:
+        """Options that select the shared engine (only those set, so equal setups share one)."""
+        options = {
+            "quantization": self.quantization,
+            "device_map": self.device_map,
+            "torch_dtype": self.torch_dtype,
+        }
+        options = {key: value for key, value in options.items() if value is not None}
+        if not self.prefix_cache:
+            options["prefix_cache"] = False
+        return options
+
+    def _get_engine(self, model: str | None = None) -> Any:
+        """The engine for this model (loaded once per process on first use), or for ``model`` if given."""
+        from hermes_core import get_engine
+
+        if model is not None and model != self.model:
+            return get_engine(model, **self._load_options())
+        if self.engine is not None:
+            return self.engine
+        if self._engine is None:
+            self._engine = get_engine(self.model, **self._load_options())
+        return self._engine
+
+    async def _aget_engine(self, model: str | None = None) -> Any:
+        """``_get_engine`` without blocking the event loop while weights load."""
+        if model is None and (self.engine is not None or self._engine is not None):
+            return self.engine or self._engine
+        return await asyncio.to_thread(self._get_engine, model)
+
+    def _call_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Engine options for one call: instance defaults overridden by per-call kwargs."""
+        defaults = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "constrained": self.constrained,
+            "stop": self.stop or None,
+        }
+        return engine_options(defaults, stop, kwargs)
+
+    # ------------------------------------------------------------- generation
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        options = self._call_options(stop, kwargs)
+        engine = self._get_engine(kwargs.get("model"))
+        result = engine.generate(to_core_messages(messages), **options)
+        return ChatResult(generations=[ChatGeneration(message=to_ai_message(result))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        options = self._call_options(stop, kwargs)
+        engine = await self._aget_engine(kwargs.get("model"))
+        result = await engine.agenerate(to_core_messages(messages), **options)
+        return ChatResult(generations=[ChatGeneration(message=to_ai_message(result))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        # LangChain itself reports each yielded chunk to ``run_manager.on_llm_new_token``.
+        options = self._call_options(stop, kwargs)
+        engine = self._get_engine(kwargs.get("model"))
+        for event in engine.stream(to_core_messages(messages), **options):
+            chunk = event_to_chunk(event)
+            if chunk is not None:
+                yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        options = self._call_options(stop, kwargs)
+        engine = await self._aget_engine(kwargs.get("model"))
+        async for event in engine.astream(to_core_messages(messages), **options):
+            chunk = event_to_chunk(event)
+            if chunk is not None:
+                yield chunk
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids from the model's own tokenizer (not GPT-2's)."""
+        return self._get_engine().encode(text)
+
+    # ------------------------------------------------------------------ tools
+    def bind_tools(
+        self,
+        tools: Sequence[ToolLike],
+        *,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer ``tools``; ``tool_choice`` (auto/none/any/required/True/name/dict) is enforced by the grammar.
+
+        ``strict`` is accepted for API compatibility: calls are always checked against the schemas
+        (grammar while decoding, validation after), so it only changes the schema LangChain emits.
+        """
+        check_flag("parallel_tool_calls", parallel_tool_calls)
+        check_flag("strict", strict)
+        check_options(kwargs)
+        specs = convert_tools(tools, strict=strict)
+        check_tool_choice(tool_choice, specs)
+        bound: dict[str, Any] = {"tools": specs, **kwargs}
+        if tool_choice is not None:
+            bound["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            bound["parallel_tool_calls"] = parallel_tool_calls
+        return self.bind(**bound)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: StructuredMethod = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Return output matching ``schema`` (pydantic class, TypedDict or JSON schema).
+
+        ``method``: ``"json_schema"`` (default; grammar-enforced JSON mode for the schema),
+        ``"function_calling"`` (the schema bound as a forced tool) or ``"json_mode"`` (any JSON
+        object; describe the keys in the prompt).
+        """
+        if kwargs:
+            raise UnsupportedOptionError(
+                f"with_structured_output does not take {', '.join(map(repr, sorted(kwargs)))}; "
+                "it takes schema, method, include_raw and strict."
+            )
+        check_flag("strict", strict)
+        return structured_output_runnable(self, schema, method=method, include_raw=include_raw, strict=strict)
+
+
+__all__ = ["ChatHermes"]
