@@ -108,9 +108,12 @@ def _assistant_tool_calls(message: ChatMessage, index: int) -> list[ToolCall]:
 
 
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    """Convert a LlamaIndex conversation to core messages (tool results get their tool's name)."""
+    """Convert a LlamaIndex conversation to core messages.
+
+    A tool result's name comes from ``additional_kwargs["name"]``/``["tool_name"]`` when given;
+    otherwise the core finds it from the assistant call its ``tool_call_id`` answers.
+    """
     converted: list[Message] = []
-    names_by_id: dict[str, str] = {}
     for index, message in enumerate(messages):
         if not isinstance(message, ChatMessage):
             raise UnsupportedOptionError(
@@ -122,14 +125,15 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
             raise UnsupportedOptionError(f"message {index} has unsupported role {message.role.value!r}.")
         text = _message_text(message, index)
         if role == "assistant":
-            calls = _assistant_tool_calls(message, index)
-            names_by_id.update((call.id, call.name) for call in calls)
-            converted.append(Message(role="assistant", content=text, tool_calls=calls))
+            converted.append(
+                Message(role="assistant", content=text, tool_calls=_assistant_tool_calls(message, index))
+            )
         elif role == "tool":
             extra = message.additional_kwargs
-            call_id = extra.get("tool_call_id")
-            name = extra.get("name") or extra.get("tool_name") or names_by_id.get(call_id or "")
-            converted.append(Message(role="tool", content=text, tool_call_id=call_id, name=name))
+            name = extra.get("name") or extra.get("tool_name")
+            converted.append(
+                Message(role="tool", content=text, tool_call_id=extra.get("tool_call_id"), name=name)
+            )
         else:
             converted.append(Message(role=role, content=text))
     return converted

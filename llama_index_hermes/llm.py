@@ -43,6 +43,7 @@ from llama_index.core.types import PydanticProgramMode
 
 from hermes_core.errors import UnsupportedOptionError
 from llama_index_hermes._messages import chat_response, to_core_messages
+from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
 from llama_index_hermes._streaming import ChunkBuilder
 from llama_index_hermes._structured import JsonModeProgram
 from llama_index_hermes._tools import (
@@ -102,9 +103,16 @@ class HermesLLM(FunctionCallingLLM):
     stop: list[str] | None = Field(default=None, description="Extra stop sequences.")
     seed: int | None = Field(default=None, description="Sampling seed for reproducible runs.")
     constrained: bool = Field(default=True, description="Enforce tool-call / JSON grammars while decoding.")
+    prefix_cache: bool = Field(
+        default=True, description="Reuse the KV cache of a shared prompt prefix across calls."
+    )
+    context_window: int | None = Field(
+        default=None, gt=0, description="Override the context window reported before the model is loaded."
+    )
 
     _engine: Any = PrivateAttr(default=None)
     _engine_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _peeked_context_window: int | None = PrivateAttr(default=None)
 
     def __init__(self, model: Any = None, *, engine: HermesEngine | None = None, **kwargs: Any) -> None:
         """``engine=`` reuses an already loaded engine (it then replaces ``model`` and the load options)."""
@@ -152,7 +160,7 @@ class HermesLLM(FunctionCallingLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Cheap, honest metadata; see ``_describe`` for what is known before the model is loaded."""
+        """Cheap, honest metadata: never loads weights (see ``_model_info`` for the pre-load values)."""
         model_name, context_window = self._describe()
         return LLMMetadata(
             context_window=context_window,
@@ -163,9 +171,15 @@ class HermesLLM(FunctionCallingLLM):
         )
 
     def _describe(self) -> tuple[str, int]:
-        """Model name and context window, from the engine (loading it if needed)."""
-        engine = self.engine
-        return engine.model_name, engine.context_window
+        """Model name and context window: exact from a loaded engine, else the cheapest honest guess."""
+        if self._engine is not None:
+            return self._engine.model_name, self._engine.context_window
+        if self.context_window is not None:
+            return model_label(self.model), self.context_window
+        if self._peeked_context_window is None:
+            peeked = peek_context_window(self.model)
+            self._peeked_context_window = peeked if peeked is not None else fallback_context_window()
+        return model_label(self.model), self._peeked_context_window
 
     # ----------------------------------------------------------------- options
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -176,15 +190,15 @@ class HermesLLM(FunctionCallingLLM):
                 f"HermesLLM does not support {', '.join(map(repr, unknown))}; per-call options are: "
                 f"{', '.join(sorted(CALL_OPTIONS))}."
             )
-        options: dict[str, Any] = {
+        defaults = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "stop": self.stop,
             "seed": self.seed,
             "constrained": self.constrained,
-            **kwargs,
         }
+        options = {name: value for name, value in {**defaults, **kwargs}.items() if value is not None}
         if options.get("tools"):
             options["tools"] = to_openai_tools(options["tools"])
         return options

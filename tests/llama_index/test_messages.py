@@ -15,6 +15,7 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 
+from hermes_core.chatml import render_conversation
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.types import GenerationResult, InvalidToolCall, Message, ParsedResponse, ToolCall, Usage
 from llama_index_hermes._messages import chat_response, to_core_messages
@@ -71,8 +72,11 @@ def test_tool_call_blocks_become_core_calls_and_tool_results_get_the_name() -> N
             ToolCall("get_time", {"tz": "CET"}, "call_2"),
         ],
     )
-    assert core[2] == Message(role="tool", content="18C", tool_call_id="call_1", name="get_weather")
-    assert core[3].name == "clock"  # an explicit name wins over the id lookup
+    assert core[2] == Message(role="tool", content="18C", tool_call_id="call_1", name=None)
+    assert core[3].name == "clock"
+    rendered = render_conversation(core).text
+    assert '<tool_response>\n{"name": "get_weather", "content": "18C"}\n</tool_response>' in rendered
+    assert '{"name": "clock", "content": "12:00"}' in rendered
 
 
 def test_legacy_openai_tool_calls_in_additional_kwargs_are_read() -> None:
@@ -161,4 +165,6 @@ def test_response_round_trips_into_the_next_prompt() -> None:
     tool_result = ChatMessage(role="tool", content="42", additional_kwargs={"tool_call_id": "call_z"})
     core = to_core_messages([response.message, tool_result])
     assert core[0].tool_calls == [ToolCall("f", {"q": "x"}, "call_z")]
-    assert core[1].name == "f"
+    rendered = render_conversation([Message(role="user", content="go"), *core]).text
+    assert '<tool_call>\n{"name": "f", "arguments": {"q": "x"}}\n</tool_call>' in rendered
+    assert '<tool_response>\n{"name": "f", "content": "42"}\n</tool_response>' in rendered
