@@ -60,7 +60,13 @@ class RenderedPrompt:
         return "".join(s.text for s in self.segments)
 
     def runs(self) -> list[PromptSegment]:
-        """Adjacent segments of the same kind merged, empty ones dropped (what gets tokenized)."""
+        """What gets tokenized: same-kind neighbours merged, empty ones dropped, and whitespace at each
+        boundary moved to the start of the following run.
+
+        Whitespace holds no special token, so which side it sits on is safe; keeping it with the text that
+        follows reproduces how byte-level BPE pre-tokenizers split the whole string (``"\\n\\nAnswer"`` ->
+        ``\\n``, ``\\n``, ``Answer``), so for plain content the ids equal whole-text tokenization.
+        """
         merged: list[PromptSegment] = []
         for seg in self.segments:
             if not seg.text:
@@ -69,7 +75,21 @@ class RenderedPrompt:
                 merged[-1] = PromptSegment(merged[-1].text + seg.text, seg.special)
             else:
                 merged.append(seg)
-        return merged
+        out: list[PromptSegment] = []
+        carry = ""
+        for index, run in enumerate(merged):
+            text = carry + run.text
+            carry = ""
+            if index < len(merged) - 1:
+                kept = text.rstrip()
+                text, carry = kept, text[len(kept) :]
+            if not text:
+                continue
+            if out and out[-1].special == run.special:
+                out[-1] = PromptSegment(out[-1].text + text, run.special)
+            else:
+                out.append(PromptSegment(text, run.special))
+        return out
 
     def token_ids(self, tokenizer: Any, *, add_bos: bool = True) -> list[int]:
         """Token ids: structure tokenized normally, content with ``split_special_tokens=True``.
