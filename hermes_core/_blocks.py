@@ -1,0 +1,278 @@
+"""The one state machine that splits model output into prose and tool-call blocks.
+
+:func:`hermes_core.parse_tool_calls` pushes the whole text at once; :class:`ToolCallStreamParser` pushes
+deltas. Both therefore make the same decisions. Every decision depends only on text already seen, and
+when the text so far cannot decide (a possible partial tag, whitespace after ``<tool_call>``, an open
+JSON value) the machine waits, keeping only the undecided tail; nothing is ever scanned twice except
+that short tail, so the work is linear in the output length.
+
+It emits items (tuples, cheap to build):
+
+- ``(TEXT, str)``: prose outside any block;
+- ``(CROSS,)``: a call block starts here (prose on both sides is joined around it);
+- ``(START, index, id)``: a call object begins (only when tracking, for streaming deltas);
+- ``(CHUNK, str)``: more text of that value (only when tracking);
+- ``(DONE, index, calls)``: an attempt finished: a list of ToolCall / InvalidToolCall.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hermes_core._json_scan import CLOSE_TAG, END, MORE, ValueScanner
+from hermes_core._tool_json import DecodeError, decode_value, invalid, make_calls, raw_decode
+from hermes_core.types import InvalidToolCall, ToolCall, new_call_id
+
+TAG = "<tool_call>"
+FENCE = "```"
+
+TEXT, CROSS, START, CHUNK, DONE = range(5)
+_IN_TEXT, _AFTER_TAG, _IN_VALUE, _AFTER_VALUE = range(4)
+
+_skip_ws = re.compile(r"\s*").match
+_skip_fence_info = re.compile(r"[\w+.\-]*").match
+
+Item = tuple[Any, ...]
+
+
+class BlockSplitter:
+    """Splits text into prose and call attempts; ``track`` adds START/CHUNK items for streaming."""
+
+    __slots__ = (
+        "call_id",
+        "fenced",
+        "index",
+        "mode",
+        "out",
+        "parts",
+        "pending",
+        "resume",
+        "scanner",
+        "stage",
+        "track",
+    )
+
+    def __init__(self, track: bool = False) -> None:
+        self.track = track
+        self.mode = _IN_TEXT
+        self.pending = ""  # undecided tail, pushed again in front of the next text
+        self.resume = 0  # where, inside ``pending``, the undecided scan continues
+        self.stage = 0  # sub-state of _AFTER_TAG / _AFTER_VALUE (fence handling)
+        self.fenced = False  # the current block opened with a Markdown fence line
+        self.scanner: ValueScanner | None = None
+        self.parts: list[str] = []  # text of the open value seen so far
+        self.call_id = ""
+        self.index = 0  # index of the next call attempt
+        self.out: list[Item] = []
+
+    def push(self, text: str, final: bool) -> list[Item]:
+        """Consume ``text`` (``final``: nothing follows it) and return the items it settles."""
+        out = self.out = []
+        if self.pending:
+            text = self.pending + text
+            self.pending = ""
+        pos = 0
+        while pos >= 0:
+            mode = self.mode
+            if mode == _IN_TEXT:
+                pos = self._text(text, pos, final)
+            elif mode == _IN_VALUE:
+                pos = self._value(text, pos, final)
+            elif mode == _AFTER_VALUE:
+                pos = self._after_value(text, pos, final)
+            else:
+                pos = self._after_tag(text, pos, final)
+        return out
+
+    def _text(self, s: str, pos: int, final: bool) -> int:
+        i = s.find(TAG, pos)
+        if i < 0:
+            n = len(s)
+            if not final:
+                k = s.rfind("<", max(pos, n - len(TAG) + 1))
+                if k >= 0 and TAG.startswith(s[k:]):
+                    if k > pos:
+                        self.out.append((TEXT, s[pos:k]))
+                    self.pending = s[k:]
+                    return -1
+            if n > pos:
+                self.out.append((TEXT, s[pos:]))
+            return -1
+        if i > pos:
+            self.out.append((TEXT, s[pos:i]))
+        self.mode = _AFTER_TAG
+        self.stage = 0
+        self.resume = len(TAG)
+        return i
+
+    def _after_tag(self, s: str, pos: int, final: bool) -> int:
+        """Decide whether the ``<tool_call>`` at ``pos`` starts a call attempt or is prose."""
+        n = len(s)
+        j = pos + self.resume
+        stage = self.stage
+        while True:
+            j = _skip_ws(s, j).end()
+            if stage == 1:  # just after an opening fence: its info word, e.g. "json"
+                j = _skip_fence_info(s, j).end()
+                if j >= n:
+                    break
+                stage = 2
+                continue
+            if j >= n:
+                break
+            c = s[j]
+            if c == "{" or c == "[":
+                self.out.append((CROSS,))
+                self.fenced = stage == 2
+                self.mode = _IN_VALUE
+                self.scanner = None
+                return j
+            if stage == 0:
+                if c == "<":
+                    if s.startswith(TAG, j):  # a repeated marker counts once
+                        j += len(TAG)
+                        continue
+                    if n - j < len(TAG) and TAG.startswith(s[j:]):
+                        break
+                elif c == "`":
+                    if s.startswith(FENCE, j):
+                        j += len(FENCE)
+                        stage = 1
+                        continue
+                    if n - j < len(FENCE) and not final:
+                        break
+            # Anything else: the tag (and any repeats) is prose; rescanning would decide the same.
+            self.out.append((TEXT, s[pos:j]))
+            self.mode = _IN_TEXT
+            return j
+        if final:
+            self._truncated_tag(s[pos:])
+            return -1
+        self.pending = s[pos:]
+        self.resume = j - pos
+        self.stage = stage
+        return -1
+
+    def _truncated_tag(self, raw: str) -> None:
+        self.out.append((CROSS,))
+        error = "tool call was cut off right after <tool_call>: no JSON followed"
+        self._done([InvalidToolCall(raw=raw, error=error)])
+
+    def _value(self, s: str, pos: int, final: bool) -> int:
+        """Scan the JSON value starting (or continuing) at ``pos``."""
+        scanner = self.scanner
+        if scanner is None:
+            call_id = self.call_id = new_call_id()
+            if self.track and s[pos] == "{":
+                self.out.append((START, self.index, call_id))
+            try:
+                value, end = raw_decode(s, pos)
+            except (ValueError, RecursionError):
+                pass
+            else:  # a complete, strictly valid value: the fast path, same result as the scanner's
+                raw = s[pos:end]
+                if self.track:
+                    self.out.append((CHUNK, raw))
+                self._done(make_calls(value, raw, call_id))
+                return self._value_ended(end)
+            scanner = self.scanner = ValueScanner()
+            self.parts = []
+        status, j = scanner.scan(s, pos, final)
+        if j > pos:
+            piece = s[pos:j]
+            self.parts.append(piece)
+            if self.track:
+                self.out.append((CHUNK, piece))
+        if status == MORE:
+            if final:
+                self.scanner = None
+                self.mode = _IN_TEXT
+                raw = "".join(self.parts)
+                error = f"tool call JSON was cut off before it ended ({scanner.describe_open()})"
+                self._done([invalid(raw, error, self.call_id)])
+            elif j < len(s):
+                self.pending = s[j:]
+            return -1
+        self.scanner = None
+        raw = "".join(self.parts)
+        if status == END:
+            self._done(self._decode(raw, raw, scanner))
+            return self._value_ended(j)
+        self._done(self._repair(raw, scanner))
+        self.mode = _IN_TEXT
+        return j + len(CLOSE_TAG)
+
+    def _decode(self, text: str, raw: str, scanner: ValueScanner) -> list[ToolCall | InvalidToolCall]:
+        try:
+            value = decode_value(text, scanner.max_depth)
+        except DecodeError as exc:
+            return [invalid(raw, str(exc), self.call_id)]
+        return make_calls(value, raw, self.call_id)
+
+    def _repair(self, raw: str, scanner: ValueScanner) -> list[ToolCall | InvalidToolCall]:
+        """The one repair: an object missing only closing braces, followed by ``</tool_call>``."""
+        if not scanner.only_braces_open():
+            error = "tool call JSON has an unclosed list before </tool_call>"
+            return [invalid(raw, error, self.call_id)]
+        try:
+            value = decode_value(raw.rstrip() + "}" * len(scanner.stack), scanner.max_depth)
+        except DecodeError:
+            error = (
+                "tool call JSON is missing closing braces before </tool_call> and is broken even with them"
+            )
+            return [invalid(raw, error, self.call_id)]
+        return make_calls(value, raw, self.call_id)
+
+    def _value_ended(self, end: int) -> int:
+        self.mode = _AFTER_VALUE
+        self.stage = 0
+        self.resume = 0
+        return end
+
+    def _after_value(self, s: str, pos: int, final: bool) -> int:
+        """After a value: another value, the closing fence/tag, or the block is over and prose resumes."""
+        n = len(s)
+        j = pos + self.resume
+        stage = self.stage
+        while True:
+            j = _skip_ws(s, j).end()
+            if j >= n:
+                if final:
+                    self.mode = _IN_TEXT
+                    return pos
+                break
+            c = s[j]
+            if stage == 0 and (c == "{" or c == "["):  # several values in one block
+                self.mode = _IN_VALUE
+                return j
+            if stage == 0 and (c == "}" or c == "]"):  # a stray extra closer is part of the block
+                pos = j = j + 1
+                continue
+            if c == "<":
+                if s.startswith(CLOSE_TAG, j):
+                    self.mode = _IN_TEXT
+                    return j + len(CLOSE_TAG)
+                if n - j < len(CLOSE_TAG) and CLOSE_TAG.startswith(s[j:]):
+                    if not final:
+                        break
+                    if n - j >= 2:  # "</tool_ca" cut off at the very end still closes the block
+                        self.mode = _IN_TEXT
+                        return n
+            elif c == "`" and self.fenced and stage == 0:
+                if s.startswith(FENCE, j):
+                    pos = j = j + len(FENCE)
+                    stage = 1
+                    continue
+                if n - j < len(FENCE) and not final:
+                    break
+            self.mode = _IN_TEXT
+            return pos
+        self.pending = s[pos:]
+        self.resume = j - pos
+        self.stage = stage
+        return -1
+
+    def _done(self, calls: list[ToolCall | InvalidToolCall]) -> None:
+        self.out.append((DONE, self.index, calls))
+        self.index += len(calls)

@@ -1,0 +1,201 @@
+"""Decoding a call block's JSON value (the policy's ladder) and normalising it into calls.
+
+Shared by the whole-text and the streaming parser, so both turn the same value text into the same
+:class:`ToolCall` / :class:`InvalidToolCall` objects. Nothing here ever raises on model output.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from typing import Any
+
+from hermes_core.types import InvalidToolCall, ToolCall, new_call_id
+
+
+def _reject_constant(name: str) -> Any:
+    """Refuse ``NaN``/``Infinity``: not JSON, and no tool schema can accept them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+# strict=False lets raw control characters (newlines, tabs) appear inside strings, as models write them.
+_DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant)
+raw_decode = _DECODER.raw_decode
+
+_HAS_TRAILING_COMMA = re.compile(r",\s*[}\]]").search
+_STRING_OR_TRAILING_COMMA = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|,(\s*[}\]])', re.DOTALL)
+# ast.literal_eval recurses in C; refuse depths that could exhaust the interpreter's stack.
+_MAX_LITERAL_DEPTH = 200
+
+
+class DecodeError(ValueError):
+    """The value text is neither JSON nor a Python literal; the message says why."""
+
+
+def _drop_comma(match: re.Match[str]) -> str:
+    closer = match.group(1)
+    return match.group(0) if closer is None else closer
+
+
+def strip_trailing_commas(text: str) -> str:
+    """Remove commas that directly precede ``}`` or ``]``, leaving double-quoted strings intact."""
+    return _STRING_OR_TRAILING_COMMA.sub(_drop_comma, text)
+
+
+def _json_compatible(value: Any) -> Any:
+    """Map a Python literal onto JSON types (tuples become lists); reject anything JSON lacks."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise DecodeError("tool call has a number that is not finite")
+    if isinstance(value, (list, tuple)):
+        return [_json_compatible(item) for item in value]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise DecodeError(f"tool call has a non-string object key {key!r}")
+            out[key] = _json_compatible(item)
+        return out
+    raise DecodeError(f"tool call has a {type(value).__name__} value, which JSON cannot represent")
+
+
+def decode_value(text: str, max_depth: int = 0) -> Any:
+    """Decode ``text`` by the ladder: JSON, JSON minus trailing commas, then a Python literal."""
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        json_error = exc
+    if _HAS_TRAILING_COMMA(text):
+        try:
+            return _DECODER.decode(strip_trailing_commas(text))
+        except (ValueError, RecursionError):
+            pass
+    if max_depth <= _MAX_LITERAL_DEPTH:
+        try:
+            literal = ast.literal_eval(text.strip())
+        except Exception:  # literal_eval raises many types on garbage; none may escape
+            pass
+        else:
+            return _json_compatible(literal)
+    raise DecodeError(f"tool call is neither valid JSON ({json_error}) nor a Python literal")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _arguments(call: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The call's arguments as a dict, or None and the reason they are unusable."""
+    args = call.get("arguments")
+    if args is None:
+        args = call.get("parameters")
+    if args is None:
+        return {}, ""
+    if isinstance(args, dict):
+        return args, ""
+    if isinstance(args, str):
+        if not args.strip():
+            return {}, ""
+        try:
+            decoded = _DECODER.decode(args)
+        except (ValueError, RecursionError):
+            return None, "tool call arguments are a string that is not valid JSON"
+        if isinstance(decoded, dict):
+            return decoded, ""
+        return (
+            None,
+            f"tool call arguments are a JSON string that decodes to {_describe(decoded)}, not an object",
+        )
+    return None, f"tool call arguments must be an object, got {_describe(args)}"
+
+
+def make_call(item: Any, raw: str, call_id: str) -> ToolCall | InvalidToolCall:
+    """Normalise one decoded call value into a ToolCall, or an InvalidToolCall saying what is wrong."""
+    if not isinstance(item, dict):
+        return InvalidToolCall(
+            raw=raw,
+            error=f'a tool call must be an object with "name" and "arguments", got {_describe(item)}',
+            id=call_id,
+        )
+    name = item.get("name")
+    clean_name = name.strip() if isinstance(name, str) else ""
+    if not clean_name:
+        error = 'tool call has no "name"' if name is None else 'tool call "name" must be a non-empty string'
+        return InvalidToolCall(raw=raw, error=error, id=call_id)
+    args, error = _arguments(item)
+    if args is None:
+        return InvalidToolCall(raw=raw, error=error, name=clean_name, id=call_id)
+    return ToolCall(name=clean_name, arguments=args, id=call_id)
+
+
+def make_calls(value: Any, raw: str, first_id: str) -> list[ToolCall | InvalidToolCall]:
+    """Normalise a decoded block value: an object is one call, a list is one call per element."""
+    if not isinstance(value, list):
+        return [make_call(value, raw, first_id)]
+    if not value:
+        return [InvalidToolCall(raw=raw, error="tool call is an empty list: no call in it", id=first_id)]
+    calls = []
+    for position, item in enumerate(value):
+        item_raw = json.dumps(item, ensure_ascii=False)
+        calls.append(make_call(item, item_raw, first_id if position == 0 else new_call_id()))
+    return calls
+
+
+def invalid(raw: str, error: str, call_id: str) -> InvalidToolCall:
+    """An invalid call for undecodable text, with the name recovered from the raw text if possible."""
+    return InvalidToolCall(raw=raw, error=error, name=recover_name(raw), id=call_id)
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}\[\]:,]|[^"\'{}\[\]:,]+|["\']', re.DOTALL)
+
+
+def recover_name(raw: str) -> str | None:
+    """Best-effort name of a broken call: the string value of a top-level ``name`` key."""
+    depth = 0
+    last_key: str | None = None
+    expecting_value = False
+    previous = ""
+    for match in _TOKEN.finditer(raw):
+        token = match.group(0)
+        first = token[0]
+        if first in "{[":
+            depth += 1
+            expecting_value = False
+        elif first in "}]":
+            depth -= 1
+        elif depth == 1 and token == ":":
+            expecting_value = last_key == "name"
+        elif depth == 1 and token == ",":
+            last_key, expecting_value = None, False
+        elif depth == 1 and first in "\"'" and len(token) > 1:
+            text = _string_value(token)
+            if expecting_value:
+                return text.strip() or None if text else None
+            if previous in ("{", ","):
+                last_key = text
+        if not token.isspace():
+            previous = token if len(token) == 1 else "s"
+    return None
+
+
+def _string_value(token: str) -> str | None:
+    try:
+        value = _DECODER.decode(token) if token[0] == '"' else ast.literal_eval(token)
+    except Exception:  # a malformed escape: the name is simply not recoverable
+        return None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,64 @@
+"""Whole-text parsing of Hermes tool calls: prose, valid calls and invalid call attempts.
+
+Follows ``parser-policy.md``; in short:
+
+- The output ends at the first end-of-turn token (``<|im_end|>``, ``<|im_start|>``, ``<|eot_id|>``,
+  ``<|end_of_text|>``, ``<|endoftext|>``).
+- A call attempt is ``<tool_call>`` followed, after whitespace (and repeated ``<tool_call>`` markers,
+  and optionally a Markdown fence line such as ```` ```json ````), by ``{`` or ``[``. Otherwise the
+  tag is prose. ``<tool_call>`` followed by nothing but whitespace (or a fence line) is a cut-off
+  attempt.
+- A value ends where its JSON structure closes (string-aware for ``"..."`` and ``'...'``), never at a
+  literal ``</tool_call>``. Several values may follow each other in one block; a list is several
+  calls. After the values come optional stray closing brackets (a common slip, dropped), a closing
+  fence when the block opened with one, and ``</tool_call>``; if something else follows, the block
+  simply ended and that text is prose.
+- A value cut off by the end of the text is invalid. The one repair: an object missing only its
+  closing braces, followed outside any string by ``</tool_call>``.
+- Decoding ladder: strict JSON (raw control characters allowed in strings; ``NaN``/``Infinity``
+  refused), then JSON with trailing commas removed, then ``ast.literal_eval`` (tuples become lists;
+  sets, bytes, complex numbers and non-string keys make the call invalid).
+- Normalising: ``name`` must be a non-empty string (surrounding whitespace is stripped); arguments
+  come from ``arguments``, else ``parameters``; missing, ``null``, ``""`` (or whitespace) give ``{}``;
+  a string is decoded once as JSON and must give an object.
+
+Content: the prose before, between and after blocks, end-of-turn tokens removed. Its leading and
+trailing whitespace is stripped, and where blocks (valid or invalid) were removed, the whitespace runs
+that touched them collapse into the longest of them, so ``"First.\\n<block>\\nThen."`` gives
+``"First.\\nThen."``. Whitespace inside the prose is kept as written.
+
+Every attempt gets a fresh ``call_`` id; the streaming parser (:mod:`hermes_core.stream_parser`) runs
+the very same state machine, so both agree on every input.
+"""
+
+from __future__ import annotations
+
+from hermes_core._blocks import CROSS, DONE, TEXT, BlockSplitter
+from hermes_core._content import ContentJoiner, find_end_of_turn
+from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
+
+
+def parse_tool_calls(text: str) -> ParsedResponse:
+    """Split a complete model output into content, valid tool calls and invalid call attempts."""
+    end = find_end_of_turn(text)
+    if end >= 0:
+        text = text[:end]
+    joiner = ContentJoiner()
+    content: list[str] = []
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for item in BlockSplitter().push(text, final=True):
+        kind = item[0]
+        if kind == TEXT:
+            piece = joiner.add(item[1])
+            if piece:
+                content.append(piece)
+        elif kind == CROSS:
+            joiner.cross()
+        elif kind == DONE:
+            for call in item[2]:
+                if type(call) is ToolCall:
+                    calls.append(call)
+                else:
+                    invalid.append(call)
+    return ParsedResponse(content="".join(content), tool_calls=calls, invalid_tool_calls=invalid)
