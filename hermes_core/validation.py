@@ -66,6 +66,9 @@ def _validator(schema_json: str) -> Any:
 
 def _describe(error: Any) -> str:
     """One argument problem in words: ``argument 'city' is required``, ``argument 'x': 'a' is not ...``."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match([error])  # descends into anyOf/oneOf branches when one is clearly meant
     path = list(error.absolute_path)
     where = _path_text(path)
     if error.validator == "required":
@@ -80,6 +83,13 @@ def _describe(error: Any) -> str:
         if extra:
             return f"unexpected argument {_path_text([*path, extra[0]])!r}"
     message = error.message.replace("\n", " ")
+    if (
+        error.validator in ("anyOf", "oneOf")
+        and error.context
+        and all(e.validator == "type" for e in error.context)
+    ):
+        types = " or ".join(repr(e.validator_value) for e in error.context)
+        message = f"{error.instance!r} is not of type {types}"
     if not path:
         return message
     return f"argument {where!r}: {message}"
