@@ -57,8 +57,14 @@ def cache_key(gguf_path: Path) -> str:
 
 
 def is_complete(entry: Path) -> bool:
-    """Whether ``entry`` is a finished cache entry (its marker is written last, before the rename)."""
-    return (entry / MARKER).is_file()
+    """Whether ``entry`` is a finished, intact cache entry: its marker (written last) lists every file
+    with its size, so a truncated or deleted file makes the entry incomplete."""
+    try:
+        info = json.loads((entry / MARKER).read_text())
+        files = info["files"]
+        return bool(files) and all((entry / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def discard(entry: Path) -> None:
@@ -114,6 +120,7 @@ def cached_conversion(gguf_path: Path, root: Path, build: Callable[[Path], None]
             "gguf_size": stat.st_size,
             "gguf_mtime_ns": stat.st_mtime_ns,
             "created": time.time(),
+            "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
         }
         (tmp / MARKER).write_text(json.dumps(info, indent=2))
         try:

@@ -128,6 +128,8 @@ def load_model(
         tokenizer = _load_tokenizer(where, name, source, local_only, trust_remote_code)
         chat = chat_tokens_of(tokenizer, name)
         hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
+    if source == "hub-cache":
+        where = _hub_snapshot(name) or where
     loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where)
     loaded.load_seconds = time.perf_counter() - started
     return loaded
@@ -198,14 +200,20 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or env in {"1", "true", "yes", "on"}
 
 
-def _in_hub_cache(repo_id: str) -> bool:
-    """Whether ``repo_id``'s config.json is already in the local HF cache (then no network is needed)."""
+def _hub_snapshot(repo_id: str) -> str | None:
+    """The local snapshot directory of ``repo_id`` in the HF cache, or None if it is not cached."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+        config = try_to_load_from_cache(repo_id, "config.json")
     except ValueError:  # not a valid repo id after all
-        return False
+        return None
+    return str(Path(config).parent) if isinstance(config, str) else None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether ``repo_id``'s config.json is already in the local HF cache (then no network is needed)."""
+    return _hub_snapshot(repo_id) is not None
 
 
 def _hub_missing(repo_id: str, error: BaseException) -> ModelLoadError:
@@ -228,10 +236,11 @@ def _converted(gguf: Path, cache_dir: Any, progress: bool) -> Path:
         entry, _ = _gguf_cache.cached_conversion(gguf, root, lambda out: convert_gguf(gguf, out, progress))
     except ModelLoadError:
         raise
-    except OSError as e:
+    except Exception as e:
         raise ModelLoadError(
-            f"could not write the converted model to the cache {root} ({e}); set HERMES_CACHE_DIR "
-            "or cache_dir= to a writable directory."
+            f"could not save the converted {gguf.name} to the cache {root} ({type(e).__name__}: "
+            f"{_first_line(e)}); check disk space and permissions, or set HERMES_CACHE_DIR or cache_dir= "
+            "to a writable directory."
         ) from e
     return entry
 
