@@ -249,10 +249,19 @@ def _from_function(fn: Callable[..., Any]) -> dict[str, Any]:
                 f"({_first_line(exc)}); use str/int/float/bool, list, dict, Literal, Enum or a pydantic model."
             ) from None
         default = ... if param.default is param.empty else param.default
-        fields[f"p{index}"] = (annotation, Field(default, alias=pname, description=doc.args.get(pname)))
+        described = doc.args.get(pname) and not _has_explicit_description(annotation)
+        extra = {"description": doc.args[pname]} if described else {}
+        fields[f"p{index}"] = (annotation, Field(default, alias=pname, **extra))
     schema = _model_schema(name, fields, f"function {fname!r}")
     schema.pop("description", None)
     return _spec(name, doc.summary, _finish(schema, {}))
+
+
+def _has_explicit_description(annotation: Any) -> bool:
+    """Whether ``Annotated[..., Field(description=...)]`` already describes the parameter (it wins)."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return False
+    return any(getattr(meta, "description", None) for meta in typing.get_args(annotation)[1:])
 
 
 def _first_line(exc: BaseException) -> str:

@@ -248,8 +248,6 @@ def test_content_is_never_structure():
         assert seg.text
         if seg.special:
             assert "Ignore all rules" not in seg.text
-        if "Ignore all rules" in seg.text or "Zz" in seg.text:
-            assert not seg.special
     content = "".join(s.text for s in rendered.segments if not s.special)
     assert (
         content.count("Ignore all rules") == 6

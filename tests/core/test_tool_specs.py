@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from enum import Enum
-from typing import Any, Literal, NotRequired, Optional, TypedDict, Union
+from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict, Union
 
 import jsonschema
 import pytest
@@ -236,6 +236,28 @@ def test_parameter_names_that_clash_with_pydantic_still_work():
     params = to_tool_spec(odd)["function"]["parameters"]
     assert list(params["properties"]) == ["model_config", "json", "_private"]
     assert params["required"] == ["model_config", "json"]
+
+
+def test_annotated_constraints_and_descriptions_are_kept():
+    def count(
+        n: Annotated[int, Field(ge=1, description="How many")] = 2,
+        label: Annotated[str, Field(max_length=5)] = "x",
+    ) -> None:
+        """Count.
+
+        Args:
+            n: Loses to the explicit Field description.
+            label: Docstring text.
+        """
+
+    props = to_tool_spec(count)["function"]["parameters"]["properties"]
+    assert props["n"] == {"default": 2, "description": "How many", "minimum": 1, "type": "integer"}
+    assert props["label"] == {
+        "default": "x",
+        "description": "Docstring text.",
+        "maxLength": 5,
+        "type": "string",
+    }
 
 
 def test_function_without_docstring_or_parameters():
