@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import re
 import typing
 import warnings
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 from hermes_core._docstrings import parse_docstring
@@ -32,10 +34,26 @@ _MAP_KEYS = {"properties", "$defs", "definitions", "patternProperties", "depende
 
 def to_tool_spec(obj: Any) -> dict[str, Any]:
     """Return the OpenAI-style tool spec for a function, pydantic model class, TypedDict or spec dict."""
-    from pydantic import BaseModel
-
     if isinstance(obj, dict):
         return _from_dict(obj)
+    try:
+        return copy.deepcopy(_cached_spec(obj))
+    except TypeError as exc:  # unhashable (e.g. a method of an unhashable object): build it uncached
+        if "unhashable" not in str(exc):
+            raise
+        return _build_spec(obj)
+
+
+@lru_cache(maxsize=256)
+def _cached_spec(obj: Any) -> dict[str, Any]:
+    """Specs of functions and classes, cached: building one creates a pydantic model (milliseconds)."""
+    return _build_spec(obj)
+
+
+def _build_spec(obj: Any) -> dict[str, Any]:
+    """Dispatch on the kind of tool object."""
+    from pydantic import BaseModel
+
     if isinstance(obj, type) and issubclass(obj, BaseModel):
         return _from_model(obj)
     if isinstance(obj, type) and typing.is_typeddict(obj):
@@ -114,24 +132,38 @@ def _from_dict(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _check_parameters(name: str, parameters: Any) -> None:
     """Raise unless ``parameters`` is a valid JSON schema describing an object."""
-    import jsonschema
-
     if not isinstance(parameters, dict):
         raise ToolSpecError(
             f"Tool {name!r}: parameters must be a JSON schema dict, got {type(parameters).__name__}."
         )
     try:
-        jsonschema.validators.validator_for(parameters).check_schema(parameters)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        canonical = json.dumps(parameters, sort_keys=True)
+    except (TypeError, ValueError) as exc:
         raise ToolSpecError(
-            f"Tool {name!r}: parameters is not a valid JSON schema at {where}: {exc.message}; fix the schema."
+            f"Tool {name!r}: parameters is not JSON-serialisable ({exc}); use plain JSON values."
         ) from None
+    problem = _schema_problem(canonical)
+    if problem:
+        raise ToolSpecError(f"Tool {name!r}: {problem}")
     if parameters.get("type") != "object":
         raise ToolSpecError(
             f"Tool {name!r}: parameters must be an object schema ({{'type': 'object', 'properties': ...}}), "
             f"got type {parameters.get('type')!r}."
         )
+
+
+@lru_cache(maxsize=512)
+def _schema_problem(schema_json: str) -> str | None:
+    """Meta-schema check of a schema (cached by its canonical JSON: specs are re-checked on every request)."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        return f"parameters is not a valid JSON schema at {where}: {exc.message}; fix the schema."
+    return None
 
 
 def _own_doc(cls: type) -> str | None:

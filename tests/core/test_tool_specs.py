@@ -409,3 +409,24 @@ def test_docstring_parser_sections_and_types():
     assert doc.summary == "Summary line.\n\nMore detail."
     assert doc.args == {"a": "First.", "b": "Second, continued.", "rest": "Ignored star."}
     assert parse_docstring(None).summary == ""
+
+
+def test_specs_are_cached_but_returned_as_fresh_copies():
+    first = to_tool_spec(get_weather)
+    first["function"]["parameters"]["properties"]["unit"]["enum"].append("kelvin")
+    second = to_tool_spec(get_weather)
+    assert second["function"]["parameters"]["properties"]["unit"]["enum"] == ["celsius", "fahrenheit"]
+    assert second is not first
+
+
+def test_unhashable_objects_still_work_or_fail_clearly():
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def run(self, q: str) -> str:
+            """Run a query."""
+            return q
+
+    assert to_tool_spec(Unhashable().run)["function"]["name"] == "run"
+    with pytest.raises(ToolSpecError, match="pass a function"):
+        to_tool_spec([1, 2])
