@@ -1,0 +1,80 @@
+"""ChatHermes and HermesLLM give the same answer as the bare engine for the same conversation.
+
+Every case runs through each adapter, whole and streamed, over the same engine, and must match
+the engine's own result: same text, same calls (names and arguments), same number of invalid
+attempts, and no call markup in streamed text. Greedy decoding makes the runs comparable; the
+engine's prefix cache is off so every run computes the prompt the same way.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conformance.conversations import CASES, TOOLS, Case
+from tests.conformance.drivers import ADAPTERS, Outcome, run_engine
+
+_REFERENCE: dict[tuple[str, str], Outcome] = {}
+
+
+def _reference(engine, case: Case, model: str) -> Outcome:
+    key = (model, case.id)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = run_engine(engine, case, stream=False)
+    return _REFERENCE[key]
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir):
+    from hermes_core import get_engine
+
+    return get_engine(str(tiny_model_dir), prefix_cache=False)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_adapter_matches_engine_on_tiny_model(tiny_engine, case: Case, adapter: str, stream: bool) -> None:
+    expected = _reference(tiny_engine, case, "tiny")
+    outcome = ADAPTERS[adapter](tiny_engine, case, stream)
+    assert not outcome.markup_in_deltas
+    assert outcome == expected
+
+
+def test_engine_stream_matches_engine_whole(tiny_engine) -> None:
+    for case in CASES:
+        assert run_engine(tiny_engine, case, stream=True) == _reference(tiny_engine, case, "tiny"), case.id
+
+
+def test_cases_exercise_what_they_claim(tiny_engine) -> None:
+    """Guard against a case silently testing nothing (e.g. the truncated call coming out valid)."""
+    outcomes = {case.id: _reference(tiny_engine, case, "tiny") for case in CASES}
+    assert len(outcomes["forced_single_call"].calls) == 1
+    assert [name for name, _ in outcomes["forced_named_call"].calls] == ["set_mode"]
+    assert outcomes["tool_choice_none"].calls == []
+    truncated = outcomes["truncated_call_is_invalid"]
+    assert truncated.calls == [] and truncated.n_invalid == 1
+    assert outcomes["json_mode"].text.lstrip().startswith("{")
+
+
+@pytest.fixture(scope="module")
+def smol_engine():
+    from hermes_core import get_engine
+
+    return get_engine(prefix_cache=False)
+
+
+_SLOW_CASES = [
+    Case(
+        "smol_forced_call", CASES[1].messages, TOOLS, "required", parallel_tool_calls=False, max_new_tokens=48
+    ),
+    Case("smol_round_trip", CASES[6].messages, TOOLS, None, max_new_tokens=40),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+@pytest.mark.parametrize("case", _SLOW_CASES, ids=[case.id for case in _SLOW_CASES])
+def test_adapter_matches_engine_on_embedded_model(smol_engine, case: Case, adapter: str) -> None:
+    expected = _reference(smol_engine, case, "smol")
+    assert ADAPTERS[adapter](smol_engine, case, False) == expected
+    assert ADAPTERS[adapter](smol_engine, case, True) == expected
