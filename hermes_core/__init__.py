@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "UnsupportedOptionError": "hermes_core.errors",
     # format
     "to_tool_spec": "hermes_core.tool_specs",
+    "to_tool_specs": "hermes_core.tool_specs",
+    "to_messages": "hermes_core.chatml",
     "normalize_tool_choice": "hermes_core.tool_choice",
     "NormalizedToolChoice": "hermes_core.tool_choice",
     "render_tools_system_prompt": "hermes_core.prompts",
