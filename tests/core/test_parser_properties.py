@@ -1,0 +1,191 @@
+"""Property tests: generated calls round-trip, garbage never raises, streaming always equals whole."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import string
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hermes_core import ToolCallStreamParser, parse_tool_calls
+from tests.core.test_parser import collapse, summary
+from tests.core.test_stream_parser import check_events, stream
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Strings full of what confuses naive parsers: quotes, braces, tags, escapes, end-of-line, unicode.
+tricky_text = st.lists(
+    st.sampled_from([*"ab z{}[]\"'\\,:\n\t<>/`é😀", "</tool_call>", "<tool_call>", "\\u00e9"]),
+    max_size=12,
+).map("".join)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | tricky_text
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(tricky_text, inner, max_size=4),
+    max_leaves=12,
+)
+arguments = st.dictionaries(
+    st.text(string.ascii_letters + "_ ", min_size=1, max_size=8), json_values, max_size=5
+)
+names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
+# Prose that cannot itself start a call, end the turn, or be taken for a stray closer after a call.
+prose = st.text(alphabet=st.sampled_from(list("Hello, world. {}[]\"'`<>|\n\t 0123 é")), max_size=40).filter(
+    lambda s: "<tool_call>" not in s and "<|" not in s
+)
+
+
+def python_repr_safe(value: Any) -> bool:
+    """Strings whose Python repr uses only escapes that JSON shares (no \\x.. or \\u.. forms)."""
+    if isinstance(value, str):
+        return all(ch.isprintable() or ch in "\n\t" for ch in value)
+    if isinstance(value, dict):
+        return all(python_repr_safe(k) and python_repr_safe(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(python_repr_safe(v) for v in value)
+    return True
+
+
+@st.composite
+def rendered_call(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
+    """A valid call rendered in one of the shapes Hermes models produce."""
+    name, args = draw(names), draw(arguments)
+    style = draw(
+        st.sampled_from(["json", "json_args_first", "json_indent", "ascii", "python", "string_args"])
+    )
+    if style == "python" and not python_repr_safe(args):
+        style = "json"
+    if style == "json":
+        body = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+    elif style == "json_args_first":
+        body = json.dumps({"arguments": args, "name": name}, ensure_ascii=False)
+    elif style == "json_indent":
+        body = json.dumps({"name": name, "arguments": args}, indent=2, ensure_ascii=False)
+    elif style == "ascii":
+        body = json.dumps({"name": name, "arguments": args})
+    elif style == "python":
+        body = repr({"name": name, "arguments": args})
+    else:
+        body = json.dumps({"name": name, "arguments": json.dumps(args)})
+    opening = draw(
+        st.sampled_from(["<tool_call>", "<tool_call>\n", "<tool_call>\n```json\n", "<tool_call><tool_call> "])
+    )
+    closing = draw(
+        st.sampled_from(["</tool_call>", "\n</tool_call>", "\n```\n</tool_call>" if "```" in opening else ""])
+    )
+    return opening + body + closing, name, args
+
+
+@st.composite
+def document(draw: st.DrawFn) -> tuple[str, list[tuple[str, dict[str, Any]]], list[str]]:
+    """Prose and calls interleaved, ending in an optional end-of-turn token."""
+    pieces, calls, texts = [], [], []
+    for _ in range(draw(st.integers(0, 4))):
+        text = draw(prose)
+        block, name, args = draw(rendered_call())
+        pieces += [text, block]
+        texts.append(text)
+        calls.append((name, args))
+        if not block.endswith("</tool_call>"):  # an unclosed block needs a separator before prose
+            pieces.append("\n\nOK ")
+            texts.append("\n\nOK ")
+    tail = draw(prose)
+    pieces.append(tail)
+    texts.append(tail)
+    pieces.append(draw(st.sampled_from(["", "<|im_end|>", "<|eot_id|>\nignored <tool_call>{"])))
+    return "".join(pieces), calls, texts
+
+
+@st.composite
+def chunked(draw: st.DrawFn, text: str) -> list[str]:
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=min(len(text), 40)))))
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+@SETTINGS
+@given(document(), st.data())
+def test_generated_calls_round_trip_whole_and_streamed(doc: Any, data: st.DataObject) -> None:
+    raw, calls, texts = doc
+    whole = parse_tool_calls(raw)
+    assert whole.invalid_tool_calls == []
+    assert [(c.name, c.arguments) for c in whole.tool_calls] == calls
+    assert collapse(whole.content) == collapse("".join(texts))
+    result, events = stream(data.draw(chunked(raw)))
+    assert summary(result) == summary(whole)
+    check_events(result, events)
+
+
+garbage_pieces = st.sampled_from(
+    [
+        "<tool_call>",
+        "</tool_call>",
+        "<tool_",
+        "</tool",
+        "<|im_end|>",
+        "<|im_",
+        "<|eot_id|>",
+        "{",
+        "}",
+        "[",
+        "]",
+        '"',
+        "'",
+        "\\",
+        ",",
+        ":",
+        "```",
+        "```json\n",
+        '"name"',
+        '"arguments"',
+        "'name'",
+        "True",
+        "null",
+        "1",
+        " ",
+        "\n",
+        "x",
+        "é",
+    ]
+)
+garbage = st.lists(garbage_pieces | st.text(max_size=5), max_size=40).map("".join)
+
+
+@SETTINGS
+@given(garbage, st.data())
+def test_garbage_never_raises_and_streams_like_whole(raw: str, data: st.DataObject) -> None:
+    whole = parse_tool_calls(raw)
+    for bad in whole.invalid_tool_calls:
+        assert bad.error
+    result, events = stream(data.draw(chunked(raw)))
+    assert summary(result) == summary(whole)
+    check_events(result, events)
+
+
+@SETTINGS
+@given(st.binary(max_size=200), st.sampled_from(["latin-1", "utf-8"]))
+def test_random_bytes_never_raise(blob: bytes, encoding: str) -> None:
+    text = blob.decode(encoding, errors="surrogateescape")
+    whole = parse_tool_calls(text)
+    parser = ToolCallStreamParser()
+    for i in range(0, len(text), 3):
+        parser.feed(text[i : i + 3])
+    parser.close()
+    assert summary(parser.result()) == summary(whole)
+
+
+@SETTINGS
+@given(st.text(max_size=200), st.data())
+def test_random_text_streams_like_whole(raw: str, data: st.DataObject) -> None:
+    whole = parse_tool_calls(raw)
+    result, events = stream(data.draw(chunked(raw)))
+    assert summary(result) == summary(whole)
+    check_events(result, events)
