@@ -8,9 +8,9 @@ as ``invoke`` for the same generation:
   LangChain merges ``tool_call_chunks`` by concatenating ``args`` and re-parses them leniently,
   so a call streamed piece by piece could not be taken back if it later turned out truncated or
   schema-violating; the core's ``tool_call_delta`` events are therefore not forwarded;
-- an invalid attempt arrives as a chunk whose ``args`` are the model's raw text, which LangChain
-  reports under ``invalid_tool_calls`` (LangChain's chunk merge drops the ``error`` text; the
-  ``invoke`` message keeps it);
+- an invalid attempt arrives as a chunk whose ``args`` are the attempted call block (see
+  ``invalid_call_args``), which LangChain reports under ``invalid_tool_calls``. LangChain's chunk
+  merge cannot carry the ``error`` text (it is ``None`` in the aggregate; ``invoke`` keeps it);
 - the last chunk carries usage, ``finish_reason`` and ``model_name`` (once, so merging neither
   sums nor concatenates them twice) and ``chunk_position="last"``.
 """
@@ -22,7 +22,12 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from hermes_core.types import StreamEvent
-from langchain_hermes._messages import to_response_metadata, to_usage_metadata, tool_call_args_json
+from langchain_hermes._messages import (
+    invalid_call_args,
+    to_response_metadata,
+    to_usage_metadata,
+    tool_call_args_json,
+)
 
 
 def event_to_chunk(event: StreamEvent) -> ChatGenerationChunk | None:
@@ -37,7 +42,7 @@ def event_to_chunk(event: StreamEvent) -> ChatGenerationChunk | None:
         return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
     if event.type == "invalid_tool_call" and event.invalid_tool_call is not None:
         bad = event.invalid_tool_call
-        piece = tool_call_chunk(name=bad.name, args=bad.raw, id=bad.id, index=event.index)
+        piece = tool_call_chunk(name=bad.name, args=invalid_call_args(bad), id=bad.id, index=event.index)
         return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
     if event.type == "end" and event.result is not None:
         result = event.result

@@ -25,6 +25,8 @@ from hermes_core.errors import UnsupportedOptionError
 from hermes_core.types import GenerationResult, InvalidToolCall, Message, ToolCall, Usage
 
 PROVIDER = "hermes"
+# Hermes call delimiters (the format's, as in hermes_core.grammar, which is too heavy to import here).
+_CALL_OPEN, _CALL_CLOSE = "<tool_call>", "</tool_call>"
 
 _CHAT_ROLES = {
     "user": "user",
@@ -160,8 +162,18 @@ def to_lc_tool_call(call: ToolCall) -> Any:
 
 
 def to_lc_invalid_tool_call(call: InvalidToolCall) -> Any:
-    """A failed call attempt: ``args`` is the raw text the model wrote, ``error`` says what is wrong."""
-    return invalid_tool_call(name=call.name, args=call.raw, id=call.id, error=call.error)
+    """A failed call attempt: ``args`` is the attempted call block, ``error`` says what is wrong."""
+    return invalid_tool_call(name=call.name, args=invalid_call_args(call), id=call.id, error=call.error)
+
+
+def invalid_call_args(call: InvalidToolCall) -> str:
+    """The attempt as a Hermes call block around the core's raw call text.
+
+    Not the bare raw JSON: LangChain re-parses streamed ``args`` leniently (repairing cut-off JSON),
+    so a bare ``{"name": ...}`` would merge into a *valid* call; text starting with the tag never
+    parses, so the streamed aggregate reports the attempt as invalid exactly like ``invoke``.
+    """
+    return f"{_CALL_OPEN}\n{call.raw}\n{_CALL_CLOSE}"
 
 
 def tool_call_args_json(call: ToolCall) -> str:

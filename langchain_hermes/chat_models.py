@@ -19,14 +19,12 @@ from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.loading import EMBEDDED_NAME
 from langchain_hermes._chunks import event_to_chunk
 from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
 from langchain_hermes._options import check_options, engine_options
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
 from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
-
-# Shown as the model name before the embedded model is loaded (tracing must not load weights).
-EMBEDDED_MODEL_LABEL = "SmolLM2-135M-Instruct"
 
 _NOT_APPLICABLE = {
     "api_key": "the model runs locally, so there is no API key",
@@ -128,7 +126,7 @@ class ChatHermes(BaseChatModel):
         engine = self.engine or self._engine
         if engine is not None:
             return str(engine.model_name)
-        return str(self.model) if self.model is not None else EMBEDDED_MODEL_LABEL
+        return str(self.model) if self.model is not None else EMBEDDED_NAME
 
     # ----------------------------------------------------------------- engine
     def _load_options(self) -> dict[str, Any]:
