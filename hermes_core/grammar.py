@@ -9,9 +9,11 @@ an ``xgrammar.CompiledGrammar`` for a request; ``logits_processor`` wraps one in
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,22 +57,45 @@ def _parameters_of(function: dict[str, Any]) -> dict[str, Any] | bool:
     return parameters
 
 
-def json_schema_ebnf(schema: dict[str, Any] | bool, *, what: str) -> str:
-    """EBNF for compact JSON (``json.dumps`` separators, strict properties) valid for ``schema``.
+_XGRAMMAR_LOCATION = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
 
-    ``what`` names the schema's owner in the error raised when xgrammar cannot convert it.
+
+def _reason(exc: Exception) -> str:
+    """xgrammar's error text without its C++ timestamp and source location."""
+    return _XGRAMMAR_LOCATION.sub("", str(exc).strip())
+
+
+_LOOSE_STRING_CHAR = r"[^\"\\\r\n]"
+_JSON_STRING_CHAR = r"[^\0-\x1f\"\\\r\n]"
+
+
+def _forbid_raw_control_characters(ebnf: str) -> str:
+    """Make length-bounded strings reject raw control characters, as JSON requires.
+
+    xgrammar 0.2.8 spells a ``minLength``/``maxLength`` string character as ``[^"\\\r\n]``, which admits
+    raw U+0000-U+001F (invalid JSON, and the sentinels of single-token call delimiters); its other
+    strings already use ``[^\0-\x1f"\\\r\n]``. A no-op once xgrammar fixes this.
+    """
+    return ebnf.replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR)
+
+
+def json_schema_ebnf(schema: dict[str, Any] | bool, *, what: str, strict: bool = True) -> str:
+    """EBNF for compact JSON (``json.dumps`` separators) valid for ``schema``.
+
+    ``strict`` forbids properties the schema does not list; ``what`` names the schema in the error
+    raised when xgrammar cannot convert it.
     """
     try:
         grammar = xgr.Grammar.from_json_schema(
-            json.dumps(schema), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=True
+            json.dumps(schema), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=strict
         )
     except Exception as exc:  # xgrammar raises RuntimeError/ValueError/TypeError from its C++ core
         raise UnsupportedOptionError(
-            f"{what} has a JSON schema that grammar-constrained decoding cannot compile ({exc}); "
-            "simplify the schema (e.g. drop unsupported keywords or external $refs) or disable "
+            f"{what} cannot be compiled for constrained decoding ({_reason(exc)}); simplify the schema "
+            "(e.g. drop unsupported keywords, lookaround regexes or unresolvable $refs) or disable "
             "constrained decoding for this request."
         ) from exc
-    return str(grammar)
+    return _forbid_raw_control_characters(str(grammar))
 
 
 def _call_alternatives(name: str, parameters_ebnf: str) -> list[st.SequenceFormat]:
@@ -95,7 +120,34 @@ def _call_alternatives(name: str, parameters_ebnf: str) -> list[st.SequenceForma
     ]
 
 
-def tool_call_tag(tools: Sequence[dict[str, Any]], tool_name: str | None = None) -> st.TagFormat:
+@dataclass(frozen=True)
+class CallDelimiters:
+    """How a grammar spells the call delimiters: as text, or as the sentinels of single special tokens."""
+
+    open: str = CALL_OPEN
+    close: str = CALL_CLOSE
+
+    @property
+    def single_tokens(self) -> bool:
+        return self.open != CALL_OPEN
+
+    def free_text_excludes(self) -> list[str]:
+        """Strings prose may not contain: a stray close tag, or a delimiter spelled out in text."""
+        return sorted({CALL_OPEN, CALL_CLOSE, self.close} - {self.open})
+
+
+TEXT_DELIMITERS = CallDelimiters()
+TOKEN_DELIMITERS = CallDelimiters("\x02", "\x03")
+"""Sentinel spellings (STX/ETX) given to single-token ``<tool_call>``/``</tool_call>`` in xgrammar's
+vocabulary: JSON strings cannot hold raw control characters, so the delimiter tokens can never appear
+inside call arguments, only where the grammar expects them."""
+
+
+def tool_call_tag(
+    tools: Sequence[dict[str, Any]],
+    tool_name: str | None = None,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+) -> st.TagFormat:
     """One ``<tool_call>\\n{JSON}\\n</tool_call>`` block calling any of ``tools`` (or only ``tool_name``)."""
     alternatives: list[st.Format] = []
     seen: set[str] = set()
@@ -105,7 +157,7 @@ def tool_call_tag(tools: Sequence[dict[str, Any]], tool_name: str | None = None)
         if name in seen or (tool_name is not None and name != tool_name):
             continue
         seen.add(name)
-        ebnf = json_schema_ebnf(_parameters_of(function), what=f"Tool {name!r}")
+        ebnf = json_schema_ebnf(_parameters_of(function), what=f"The parameters schema of tool {name!r}")
         alternatives.extend(_call_alternatives(name, ebnf))
     if not alternatives:
         known = ", ".join(sorted(_function_of(t)["name"] for t in tools)) or "(no tools)"
@@ -113,14 +165,17 @@ def tool_call_tag(tools: Sequence[dict[str, Any]], tool_name: str | None = None)
             f"tool_choice forces tool {tool_name!r}, but the offered tools are: {known}."
         )
     return st.TagFormat(
-        begin=CALL_OPEN + "\n",
+        begin=delimiters.open + "\n",
         content=st.OrFormat(elements=alternatives),
-        end="\n" + CALL_CLOSE,
+        end="\n" + delimiters.close,
     )
 
 
 def tool_call_structural_tag(
-    tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool = True
+    tools: Sequence[dict[str, Any]],
+    choice: NormalizedToolChoice,
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
 ) -> st.StructuralTag | None:
     """The structural tag constraining a reply to ``tools`` under ``choice``; None when unconstrained.
 
@@ -134,62 +189,67 @@ def tool_call_structural_tag(
         return None
     if not tools:
         raise UnsupportedOptionError("tool_choice='required' needs at least one tool; bind tools first.")
-    tag = tool_call_tag(tools, choice.tool_name)
+    tag = tool_call_tag(tools, choice.tool_name, delimiters)
     if choice.mode == "required":
         fmt: st.Format = st.TagsWithSeparatorFormat(
             tags=[tag], separator=CALL_SEPARATOR, at_least_one=True, stop_after_first=not parallel_tool_calls
         )
     else:
         first = st.TriggeredTagsFormat(
-            triggers=[CALL_OPEN], tags=[tag], stop_after_first=True, excludes=[CALL_CLOSE]
+            triggers=[delimiters.open],
+            tags=[tag],
+            stop_after_first=True,
+            excludes=delimiters.free_text_excludes(),
         )
         if parallel_tool_calls:
-            more = st.StarFormat(content=st.SequenceFormat(elements=[st.ConstStringFormat(value="\n"), tag]))
-            fmt = st.SequenceFormat(elements=[first, more])
+            separated = st.SequenceFormat(elements=[st.ConstStringFormat(value=CALL_SEPARATOR), tag])
+            fmt = st.SequenceFormat(elements=[first, st.StarFormat(content=separated)])
         else:
             fmt = first
     return st.StructuralTag(format=fmt)
 
 
-def _hidden_special_ids(tokenizer: Any) -> list[int]:
-    """Ids of added special tokens the model must never emit in constrained output.
-
-    Control tokens (``<|im_start|>``, ``<|endoftext|>``, ``<tools>``...) are not text; only the
-    Hermes call delimiters stay usable, so a tokenizer that has ``<tool_call>`` as one special token
-    (Hermes 2 Pro) can still open a call with it. Stop tokens are handled by xgrammar itself.
-    """
+def _special_tokens(tokenizer: Any) -> dict[int, str]:
+    """Id -> text of the tokenizer's added special tokens (empty for tokenizers without any)."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    keep = {CALL_OPEN, CALL_CLOSE}
-    return [
-        int(i)
+    return {
+        int(i): getattr(added, "content", str(added))
         for i, added in decoder.items()
-        if getattr(added, "special", False) and getattr(added, "content", str(added)) not in keep
-    ]
+        if getattr(added, "special", False)
+    }
 
 
-def build_tokenizer_info(tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> xgr.TokenizerInfo:
-    """xgrammar's view of ``tokenizer``, with non-call special tokens made unusable.
+def build_tokenizer_info(
+    tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]
+) -> tuple[xgr.TokenizerInfo, CallDelimiters]:
+    """xgrammar's view of ``tokenizer`` and the delimiter spelling its grammars must use.
 
-    xgrammar treats an added special token as ordinary text (its literal spelling), so a JSON string
-    could otherwise contain ``<|im_start|>``; giving those tokens an empty spelling marks them special.
+    xgrammar reads an added special token as its literal text, so a JSON string could contain
+    ``<|im_start|>`` or a single-token ``</tool_call>``. Control tokens get an empty spelling (xgrammar
+    then never allows them); single-token call delimiters get control-character sentinels, so they
+    stay usable exactly where the grammar puts a delimiter. Stop tokens are left to xgrammar.
     """
-    info = xgr.TokenizerInfo.from_huggingface(
-        tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids)
-    )
-    hidden = set(_hidden_special_ids(tokenizer)) - set(stop_token_ids)
-    if not hidden or not hasattr(tokenizer, "backend_tokenizer"):
-        return info
-    encoded = [""] * vocab_size
-    for token, index in tokenizer.get_vocab().items():
-        if index < vocab_size and index not in hidden:
-            encoded[index] = token
-    return xgr.TokenizerInfo(
-        encoded,
-        info.vocab_type,
-        vocab_size=vocab_size,
-        stop_token_ids=list(stop_token_ids),
-        add_prefix_space=info.add_prefix_space,
-    )
+    stops = [int(t) for t in stop_token_ids]
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stops)
+    special = {i: text for i, text in _special_tokens(tokenizer).items() if i < vocab_size and i not in stops}
+    by_text = {text: i for i, text in special.items()}
+    single = CALL_OPEN in by_text and CALL_CLOSE in by_text
+    hidden = [i for i, text in special.items() if not (single and text in (CALL_OPEN, CALL_CLOSE))]
+    if not hidden and not single:
+        return info, TEXT_DELIMITERS
+    vocab: list[bytes] = info.decoded_vocab
+    for index in hidden:
+        vocab[index] = b""
+    delimiters = TEXT_DELIMITERS
+    if single:
+        delimiters = TOKEN_DELIMITERS
+        sentinels = (delimiters.open.encode(), delimiters.close.encode())
+        for index, text in enumerate(vocab):
+            if index not in stops and any(s in text for s in sentinels):
+                vocab[index] = b""  # raw STX/ETX byte tokens could otherwise forge a delimiter
+        vocab[by_text[CALL_OPEN]], vocab[by_text[CALL_CLOSE]] = sentinels
+    raw = xgr.TokenizerInfo(vocab, xgr.VocabType.RAW, vocab_size=vocab_size, stop_token_ids=stops)
+    return raw, delimiters
 
 
 def _canonical(value: Any) -> str:
@@ -213,7 +273,9 @@ class GrammarCache:
             )
         self.vocab_size = int(vocab_size)
         self.stop_token_ids = [int(t) for t in stop_token_ids]
-        self.tokenizer_info = build_tokenizer_info(tokenizer, self.vocab_size, self.stop_token_ids)
+        self.tokenizer_info, self.delimiters = build_tokenizer_info(
+            tokenizer, self.vocab_size, self.stop_token_ids
+        )
         self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
         self.max_entries = max_entries
         self._cache: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
@@ -241,7 +303,7 @@ class GrammarCache:
         self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool = True
     ) -> xgr.CompiledGrammar | None:
         """The grammar for a tool-calling request, or None when the reply is unconstrained (``none``)."""
-        tag = tool_call_structural_tag(tools, choice, parallel_tool_calls)
+        tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, self.delimiters)
         if tag is None:
             return None
         key = _canonical(["tools", list(tools), choice.mode, choice.tool_name, bool(parallel_tool_calls)])
@@ -253,7 +315,7 @@ class GrammarCache:
             return self.compiler.compile_structural_tag(tag)
         except Exception as exc:
             raise UnsupportedOptionError(
-                f"The tool-call grammar could not be compiled ({exc}); simplify the tools' parameter "
+                f"The tool-call grammar could not be compiled ({_reason(exc)}); simplify the tools' parameter "
                 "schemas or disable constrained decoding for this request."
             ) from exc
 
@@ -268,17 +330,10 @@ class GrammarCache:
 
     def _compile_json(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
         """Compile a JSON schema with compact separators; any object when it has no properties."""
-        # strict_mode forbids properties a schema does not list; a bare object schema means "any object".
+        # strict mode forbids unlisted properties, but a bare object schema means "any object"
         strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
-        try:
-            return self.compiler.compile_json_schema(
-                json.dumps(schema), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=strict
-            )
-        except Exception as exc:
-            raise UnsupportedOptionError(
-                f"The JSON-mode schema could not be compiled for constrained decoding ({exc}); "
-                "simplify the schema or disable constrained decoding."
-            ) from exc
+        ebnf = json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
+        return self.compiler.compile_grammar(ebnf)
 
     def logits_processor(self, compiled: xgr.CompiledGrammar) -> GrammarLogitsProcessor:
         """A fresh processor enforcing ``compiled`` for exactly one ``generate`` call."""
