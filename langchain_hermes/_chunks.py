@@ -12,7 +12,11 @@ as ``invoke`` for the same generation:
   ``invalid_call_args``), which LangChain reports under ``invalid_tool_calls``. LangChain's chunk
   merge cannot carry the ``error`` text (it is ``None`` in the aggregate; ``invoke`` keeps it);
 - the last chunk carries usage, ``finish_reason`` and ``model_name`` (once, so merging neither
-  sums nor concatenates them twice) and ``chunk_position="last"``.
+  sums nor concatenates them twice) and ``chunk_position="last"``;
+- with ``output_version="v1"`` content blocks are numbered here (text run, call, call, text run:
+  0, 1, 2, 3; a call's ``tool_call_chunks`` index is its block number). LangChain would otherwise
+  number text blocks itself, a text block could share its number with a call, and the two would
+  merge into one broken block.
 """
 
 from __future__ import annotations
@@ -30,27 +34,53 @@ from langchain_hermes._messages import (
 )
 
 
+class ChunkBuilder:
+    """Turns the core events of one stream into chunks (stateful only for v1 block numbering)."""
+
+    def __init__(self, *, v1: bool = False) -> None:
+        self._v1 = v1
+        self._block = -1
+        self._in_text = False
+
+    def chunk(self, event: StreamEvent) -> ChatGenerationChunk | None:
+        """The chunk to emit for one event, or None when the event adds nothing."""
+        if event.type == "text":
+            return self._text(event.text) if event.text else None
+        if event.type == "tool_call" and event.tool_call is not None:
+            call = event.tool_call
+            return self._call(call.name, tool_call_args_json(call), call.id, event.index)
+        if event.type == "invalid_tool_call" and event.invalid_tool_call is not None:
+            bad = event.invalid_tool_call
+            return self._call(bad.name, invalid_call_args(bad), bad.id, event.index)
+        if event.type == "end" and event.result is not None:
+            message = AIMessageChunk(
+                content=[] if self._v1 else "",
+                usage_metadata=to_usage_metadata(event.result.usage),
+                response_metadata=to_response_metadata(event.result),
+                chunk_position="last",
+            )
+            return ChatGenerationChunk(message=message)
+        return None  # tool_call_delta: see the module docstring
+
+    def _text(self, text: str) -> ChatGenerationChunk:
+        if not self._v1:
+            return ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if not self._in_text:
+            self._block += 1
+            self._in_text = True
+        block = {"type": "text", "text": text, "index": self._block}
+        return ChatGenerationChunk(message=AIMessageChunk(content=[block]))
+
+    def _call(self, name: str | None, args: str, call_id: str, index: int | None) -> ChatGenerationChunk:
+        if self._v1:  # LangChain turns the chunk into a content block carrying this index
+            self._block += 1
+            self._in_text = False
+            index = self._block
+        piece = tool_call_chunk(name=name, args=args, id=call_id, index=index)
+        content: str | list = [] if self._v1 else ""
+        return ChatGenerationChunk(message=AIMessageChunk(content=content, tool_call_chunks=[piece]))
+
+
 def event_to_chunk(event: StreamEvent) -> ChatGenerationChunk | None:
-    """The chunk to emit for one core stream event, or None when the event adds nothing."""
-    if event.type == "text":
-        if not event.text:
-            return None
-        return ChatGenerationChunk(message=AIMessageChunk(content=event.text), text=event.text)
-    if event.type == "tool_call" and event.tool_call is not None:
-        call = event.tool_call
-        piece = tool_call_chunk(name=call.name, args=tool_call_args_json(call), id=call.id, index=event.index)
-        return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
-    if event.type == "invalid_tool_call" and event.invalid_tool_call is not None:
-        bad = event.invalid_tool_call
-        piece = tool_call_chunk(name=bad.name, args=invalid_call_args(bad), id=bad.id, index=event.index)
-        return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
-    if event.type == "end" and event.result is not None:
-        result = event.result
-        message = AIMessageChunk(
-            content="",
-            usage_metadata=to_usage_metadata(result.usage),
-            response_metadata=to_response_metadata(result),
-            chunk_position="last",
-        )
-        return ChatGenerationChunk(message=message)
-    return None  # tool_call_delta: see the module docstring
+    """The chunk for one event of a default (string-content) stream."""
+    return ChunkBuilder().chunk(event)

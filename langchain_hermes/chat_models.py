@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.loading import EMBEDDED_NAME
-from langchain_hermes._chunks import event_to_chunk
+from langchain_hermes._chunks import ChunkBuilder
 from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
 from langchain_hermes._options import check_options, engine_options
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
@@ -206,8 +206,9 @@ class ChatHermes(BaseChatModel):
         # LangChain itself reports each yielded chunk to ``run_manager.on_llm_new_token``.
         options = self._call_options(stop, kwargs)
         engine = self._get_engine(kwargs.get("model"))
+        builder = ChunkBuilder(v1=self.output_version == "v1")
         for event in engine.stream(to_core_messages(messages), **options):
-            chunk = event_to_chunk(event)
+            chunk = builder.chunk(event)
             if chunk is not None:
                 yield chunk
 
@@ -220,8 +221,9 @@ class ChatHermes(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         options = self._call_options(stop, kwargs)
         engine = await self._aget_engine(kwargs.get("model"))
+        builder = ChunkBuilder(v1=self.output_version == "v1")
         async for event in engine.astream(to_core_messages(messages), **options):
-            chunk = event_to_chunk(event)
+            chunk = builder.chunk(event)
             if chunk is not None:
                 yield chunk
 
