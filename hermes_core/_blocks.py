@@ -21,7 +21,15 @@ import re
 from typing import Any
 
 from hermes_core._json_scan import CLOSE_TAG, END, MORE, ValueScanner
-from hermes_core._tool_json import DecodeError, decode_value, invalid, make_calls, raw_decode
+from hermes_core._tool_json import (
+    UNDECIDED,
+    DecodeError,
+    decode_spanning_value,
+    decode_value,
+    invalid,
+    make_calls,
+    raw_decode,
+)
 from hermes_core.types import InvalidToolCall, ToolCall, new_call_id
 
 TAG = "<tool_call>"
@@ -31,6 +39,8 @@ TEXT, CROSS, START, CHUNK, DONE = range(5)
 _IN_TEXT, _AFTER_TAG, _IN_VALUE, _AFTER_VALUE = range(4)
 
 _skip_ws = re.compile(r"\s*").match
+_json_after_tag = re.compile(r"\s*[{\[]").match  # the common case of _after_tag, decided at once
+_close_after_value = re.compile(r"\s*</tool_call>").match  # the common case of _after_value
 _skip_fence_info = re.compile(r"[\w+.\-]*").match
 
 Item = tuple[Any, ...]
@@ -41,6 +51,7 @@ class BlockSplitter:
 
     __slots__ = (
         "call_id",
+        "close_at",
         "fenced",
         "index",
         "mode",
@@ -63,12 +74,14 @@ class BlockSplitter:
         self.scanner: ValueScanner | None = None
         self.parts: list[str] = []  # text of the open value seen so far
         self.call_id = ""
+        self.close_at = -2  # position of the next </tool_call> in the current text (-1: none, -2: unknown)
         self.index = 0  # index of the next call attempt
         self.out: list[Item] = []
 
     def push(self, text: str, final: bool) -> list[Item]:
         """Consume ``text`` (``final``: nothing follows it) and return the items it settles."""
         out = self.out = []
+        self.close_at = -2
         if self.pending:
             text = self.pending + text
             self.pending = ""
@@ -84,6 +97,22 @@ class BlockSplitter:
             else:
                 pos = self._after_tag(text, pos, final)
         return out
+
+    def in_plain_text(self) -> bool:
+        """True in prose with no undecided tail: text without "<" would simply be prose."""
+        return self.mode == _IN_TEXT and not self.pending
+
+    def in_open_value(self) -> bool:
+        """True inside a value being scanned, with no undecided tail."""
+        return self.mode == _IN_VALUE and self.scanner is not None and not self.pending
+
+    def continue_value(self, text: str) -> None:
+        """Fast path for ``push`` inside an open value: ``text`` has no "<", "}" or "]" so cannot end it.
+
+        The caller passes the same text on to its tracker (what a CHUNK item would carry).
+        """
+        self.scanner.scan(text, 0, False)
+        self.parts.append(text)
 
     def _text(self, s: str, pos: int, final: bool) -> int:
         i = s.find(TAG, pos)
@@ -101,6 +130,13 @@ class BlockSplitter:
             return -1
         if i > pos:
             self.out.append((TEXT, s[pos:i]))
+        m = _json_after_tag(s, i + len(TAG))
+        if m is not None:  # what _after_tag would decide: whitespace, then "{" or "["
+            self.out.append((CROSS,))
+            self.fenced = False
+            self.mode = _IN_VALUE
+            self.scanner = None
+            return m.end() - 1
         self.mode = _AFTER_TAG
         self.stage = 0
         self.resume = len(TAG)
@@ -169,13 +205,13 @@ class BlockSplitter:
             try:
                 value, end = raw_decode(s, pos)
             except (ValueError, RecursionError):
-                pass
-            else:  # a complete, strictly valid value: the fast path, same result as the scanner's
+                value, end = self._value_before_close_tag(s, pos)
+            if end >= 0:  # decoded without scanning; the same value and end the scanner would find
                 raw = s[pos:end]
                 if self.track:
                     self.out.append((CHUNK, raw))
                 self._done(make_calls(value, raw, call_id))
-                return self._value_ended(end)
+                return self._value_ended(s, end)
             scanner = self.scanner = ValueScanner()
             self.parts = []
         status, j = scanner.scan(s, pos, final)
@@ -198,7 +234,7 @@ class BlockSplitter:
         raw = "".join(self.parts)
         if status == END:
             self._done(self._decode(raw, raw, scanner))
-            return self._value_ended(j)
+            return self._value_ended(s, j)
         self._done(self._repair(raw, scanner))
         self.mode = _IN_TEXT
         return j + len(CLOSE_TAG)
@@ -224,7 +260,27 @@ class BlockSplitter:
             return [invalid(raw, error, self.call_id)]
         return make_calls(value, raw, self.call_id)
 
-    def _value_ended(self, end: int) -> int:
+    def _value_before_close_tag(self, s: str, pos: int) -> tuple[Any, int]:
+        """Decode a non-JSON value that spans everything up to the next ``</tool_call>``, if it does.
+
+        Returns ``(value, end)``, or ``(None, -1)`` when the scanner must decide.
+        """
+        close = self.close_at
+        if close == -2 or 0 <= close < pos:
+            close = self.close_at = s.find(CLOSE_TAG, pos)
+        if close < 0:
+            return None, -1
+        candidate = s[pos:close].rstrip()
+        value = decode_spanning_value(candidate)
+        if value is UNDECIDED:
+            return None, -1
+        return value, pos + len(candidate)
+
+    def _value_ended(self, s: str, end: int) -> int:
+        m = _close_after_value(s, end)
+        if m is not None:  # what _after_value would decide: whitespace, then </tool_call>
+            self.mode = _IN_TEXT
+            return m.end()
         self.mode = _AFTER_VALUE
         self.stage = 0
         self.resume = 0

@@ -29,13 +29,17 @@ _skip_top = re.compile(r"[^\"'{}\[\]:,]+").match
 _skip_nested = re.compile(r"[^\"'{}\[\]]+").match
 _skip_string = {'"': re.compile(r'[^"\\]+').match, "'": re.compile(r"[^'\\]+").match}
 # Inside the arguments object.
-_arg_token = re.compile(r"\s+|[\w.+\-]+|.", re.DOTALL).match
+_SPACE = frozenset(" \t\r\n")
+_spaces = re.compile(r"[ \t\r\n]+").match
+_word_rest = re.compile(r"\w*").match
+_plain = re.compile(r"[^ \t\r\n,{}\[\]\"'A-Za-z_]+").match  # numbers, colons and the like, copied
 _arg_string_run = {
     '"': re.compile(r'[^"\\\x00-\x1f]+').match,
     "'": re.compile(r"[^'\"\\\x00-\x1f]+").match,
 }
 
 _KEY, _COLON, _VALUE, _NEXT = range(4)
+_JSON = json.JSONDecoder(strict=False)
 
 
 def _control(c: str) -> str:
@@ -43,12 +47,10 @@ def _control(c: str) -> str:
 
 
 def _decode_string(quote: str, body: str) -> str | None:
+    if "\\" not in body:
+        return body
     try:
-        value = (
-            json.loads(quote + body + quote, strict=False)
-            if quote == '"'
-            else ast.literal_eval(quote + body + quote)
-        )
+        value = _JSON.decode(quote + body + quote) if quote == '"' else ast.literal_eval(quote + body + quote)
     except Exception:  # a malformed escape: the key or name is simply not known early
         return None
     return value if isinstance(value, str) else None
@@ -211,84 +213,97 @@ class CallTracker:
         return i + 1
 
     def _args(self, text: str, i: int) -> int:
-        """Inside the arguments object: translate one token to JSON."""
+        """Inside the arguments object: translate to JSON until it closes or the text ends."""
         out = self.out
-        quote = self.quote
-        if quote:
-            if self.escape:
-                self.escape = False
+        n = len(text)
+        while i < n:
+            quote = self.quote
+            if quote:
+                if self.escape:
+                    self.escape = False
+                    c = text[i]
+                    out.append("'" if c == "'" else "\\" + c)
+                    i += 1
+                    continue
+                m = _arg_string_run[quote](text, i)
+                if m is not None:
+                    out.append(m.group(0))
+                    i = m.end()
+                    if i >= n:
+                        break
                 c = text[i]
-                out.append("'" if c == "'" else "\\" + c)
-                return i + 1
-            m = _arg_string_run[quote](text, i)
-            if m is not None:
+                if c == "\\":
+                    if i + 1 < n:
+                        nxt = text[i + 1]
+                        out.append("'" if nxt == "'" else "\\" + nxt)
+                        i += 2
+                        continue
+                    self.escape = True
+                elif c == quote:
+                    self.quote = ""
+                    out.append('"')
+                elif c == '"':
+                    out.append('\\"')
+                else:
+                    out.append(_control(c))
+                i += 1
+                continue
+            if self.word:  # a bare word held from the previous piece may go on here
+                m = _word_rest(text, i)
+                i = m.end()
+                self.word += m.group(0)
+                if i >= n:
+                    break
+                self._flush_word()
+                continue
+            c = text[i]
+            if c in _SPACE:
+                m = _spaces(text, i)
+                i = m.end()
+                if self.comma:
+                    self.comma += m.group(0)
+                else:
+                    out.append(m.group(0))
+                continue
+            if c == ",":
+                if self.comma:
+                    out.append(self.comma)
+                self.comma = ","
+                i += 1
+                continue
+            if c == "}" or c == "]":
+                if self.comma:  # a trailing comma: drop it, keep the whitespace after it
+                    out.append(self.comma[1:])
+                    self.comma = ""
+                out.append(c)
+                i += 1
+                self.depth -= 1
+                if self.depth < self.args_depth:
+                    self.args_state = 2
+                    break
+                continue
+            if self.comma:
+                out.append(self.comma)
+                self.comma = ""
+            if c == "{" or c == "[":
+                self.depth += 1
+                out.append(c)
+                i += 1
+            elif c == '"' or c == "'":
+                self.quote = c
+                out.append('"')
+                i += 1
+            elif c.isalpha() or c == "_":
+                m = _word_rest(text, i + 1)
+                self.word = c + m.group(0)
+                i = m.end()
+                if i < n:  # the word ended inside this piece; otherwise hold it
+                    self._flush_word()
+            else:
+                m = _plain(text, i)
                 out.append(m.group(0))
                 i = m.end()
-                if i >= len(text):
-                    return i
-            c = text[i]
-            if c == "\\":
-                if i + 1 < len(text):
-                    nxt = text[i + 1]
-                    out.append("'" if nxt == "'" else "\\" + nxt)
-                    return i + 2
-                self.escape = True
-            elif c == quote:
-                self.quote = ""
-                out.append('"')
-            elif c == '"':
-                out.append('\\"')
-            else:
-                out.append(_control(c))
-            return i + 1
-        m = _arg_token(text, i)
-        token = m.group(0)
-        end = m.end()
-        c = token[0]
-        if c.isspace():
-            if self.word:
-                self._flush_word()
-            if self.comma:
-                self.comma += token
-            else:
-                out.append(token)
-            return end
-        if len(token) > 1 or c.isalnum() or c in "_.+-":
-            if self.comma:
-                out.append(self.comma)
-                self.comma = ""
-            self.word += token
-            if end < len(text):
-                self._flush_word()
-            return end
-        if self.word:
-            self._flush_word()
-        if c == ",":
-            if self.comma:
-                out.append(self.comma)
-            self.comma = ","
-            return end
-        if c == "}" or c == "]":
-            if self.comma:
-                out.append(self.comma[1:])
-                self.comma = ""
-            out.append(c)
-            self.depth -= 1
-            if self.depth < self.args_depth:
-                self.args_state = 2
-            return end
-        if self.comma:
-            out.append(self.comma)
-            self.comma = ""
-        if c == "{" or c == "[":
-            self.depth += 1
-            out.append(c)
-        elif c == '"' or c == "'":
-            self.quote = c
-            out.append('"')
-        else:
-            out.append(c)
-        return end
+        return i
 
     def _flush_word(self) -> None:
         word = self.word

@@ -85,6 +85,40 @@ def decode_value(text: str, max_depth: int = 0) -> Any:
     raise DecodeError(f"tool call is neither valid JSON ({json_error}) nor a Python literal")
 
 
+UNDECIDED = object()
+_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'', re.DOTALL)
+
+
+def decode_spanning_value(text: str) -> Any:
+    """Decode ``text`` (not strict JSON) only if it is one bracketed value spanning all of it.
+
+    A shortcut for values followed by ``</tool_call>``: it returns what the structural scanner plus
+    :func:`decode_value` would, or ``UNDECIDED`` when it cannot be sure they would agree (then the
+    scanner decides). Lexing is checked to be the scanner's: no triple quotes, no comments, no quote
+    left unpaired; and the literal must be the bracketed display itself (not, say, a tuple of two).
+    """
+    if _HAS_TRAILING_COMMA(text):
+        try:
+            return _DECODER.decode(strip_trailing_commas(text))
+        except (ValueError, RecursionError):
+            pass
+    if "'''" in text or '"""' in text:
+        return UNDECIDED
+    bare = _STRING_TOKEN.sub("", text)
+    if '"' in bare or "'" in bare or "#" in bare or bare.count("{") + bare.count("[") > _MAX_LITERAL_DEPTH:
+        return UNDECIDED
+    try:
+        literal = ast.literal_eval(text)
+    except Exception:  # not a literal: the scanner will find out why
+        return UNDECIDED
+    if type(literal) is not (dict if text[:1] == "{" else list):
+        return UNDECIDED
+    try:
+        return _json_compatible(literal)
+    except DecodeError:
+        return UNDECIDED
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "null"

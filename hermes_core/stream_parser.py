@@ -33,6 +33,8 @@ from hermes_core._call_tracker import CallTracker
 from hermes_core._content import ContentJoiner, end_of_turn_hold, find_end_of_turn
 from hermes_core.types import InvalidToolCall, ParsedResponse, StreamEvent, ToolCall, ToolCallDelta
 
+_PROSE, _VALUE = 1, 2
+
 
 class ToolCallStreamParser:
     """Parses tool calls from text deltas; ``result()`` equals ``parse_tool_calls`` on the whole text."""
@@ -48,6 +50,7 @@ class ToolCallStreamParser:
         self._tracker: CallTracker | None = None
         self._tracked_id = ""
         self._tracked_index = 0
+        self._fast = _PROSE  # which fast path of feed() applies now (0: none)
 
     @property
     def finished(self) -> bool:
@@ -56,25 +59,49 @@ class ToolCallStreamParser:
 
     def feed(self, delta: str) -> list[StreamEvent]:
         """Consume the next piece of model output and return the events it settles."""
+        fast = self._fast
+        if fast and "<" not in delta:
+            # Fast paths, same outcome as the general one. Nothing is held back, and a delta without
+            # "<" can neither begin a tag nor an end-of-turn token: in prose it is all prose, and
+            # inside an open value it cannot end the value unless it holds a closing bracket.
+            if fast == _PROSE:
+                piece = self._joiner.add(delta)
+                if not piece:
+                    return []
+                self._content.append(piece)
+                return [StreamEvent("text", text=piece)]
+            if "}" not in delta and "]" not in delta:
+                self._splitter.continue_value(delta)
+                return self._progress(delta, [])
         if self._finished or not delta:
             return []
         text = self._hold + delta if self._hold else delta
         if "<" not in text:
             self._hold = ""
-            return self._run(text, False)
-        end = find_end_of_turn(text)
-        if end >= 0:
-            self._hold = ""
-            return self._run(text[:end], True)
-        cut = end_of_turn_hold(text)
-        self._hold = text[cut:]
-        return self._run(text[:cut], False) if cut else []
+            events = self._run(text, False)
+        else:
+            end = find_end_of_turn(text)
+            if end >= 0:
+                self._hold = ""
+                events = self._run(text[:end], True)
+            else:
+                cut = end_of_turn_hold(text)
+                self._hold = text[cut:]
+                events = self._run(text[:cut], False) if cut else []
+        if self._finished or self._hold:
+            self._fast = 0
+        else:
+            self._fast = (
+                _PROSE if self._splitter.in_plain_text() else _VALUE if self._splitter.in_open_value() else 0
+            )
+        return events
 
     def close(self) -> list[StreamEvent]:
         """Signal the end of the output: settle everything still held back."""
         if self._finished:
             return []
         text, self._hold = self._hold, ""
+        self._fast = 0
         return self._run(text, True)
 
     def result(self) -> ParsedResponse:
@@ -109,13 +136,13 @@ class ToolCallStreamParser:
                 self._finish(item, events)
         return events
 
-    def _progress(self, text: str, events: list[StreamEvent]) -> None:
+    def _progress(self, text: str, events: list[StreamEvent]) -> list[StreamEvent]:
         tracker = self._tracker
-        if tracker is None:
-            return
-        name, arguments = tracker.feed(text)
-        if name is not None or arguments:
-            events.append(_delta(self._tracked_index, self._tracked_id, name, arguments))
+        if tracker is not None:
+            name, arguments = tracker.feed(text)
+            if name is not None or arguments:
+                events.append(_delta(self._tracked_index, self._tracked_id, name, arguments))
+        return events
 
     def _finish(self, item: Item, events: list[StreamEvent]) -> None:
         assert item[0] == DONE

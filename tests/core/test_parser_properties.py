@@ -154,6 +154,12 @@ garbage_pieces = st.sampled_from(
         "\n",
         "x",
         "é",
+        "'''",
+        "#",
+        "(",
+        ")",
+        "{'name': 'f', 'arguments': {",
+        '{"name": "f", "arguments": {',
     ]
 )
 garbage = st.lists(garbage_pieces | st.text(max_size=5), max_size=40).map("".join)

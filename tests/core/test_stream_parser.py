@@ -113,6 +113,13 @@ TRICKY = [
     "<|im_end|>",
     "text <|im_en",
     '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_',
+    # Python-literal shapes where a naive "decode up to </tool_call>" would disagree with the scanner.
+    "<tool_call>{'name': 'f', 'arguments': {'t': '''a'}'b'''}}</tool_call>",
+    "<tool_call>{'name': 'a'}, {'name': 'b'}</tool_call>",
+    "<tool_call>{'name': 'f', # note }\n 'arguments': {}}</tool_call>",
+    "<tool_call>{'name': 'f', 'arguments': {'s': {1, 2}}}</tool_call>",
+    "<tool_call>{'name': 'f', 'arguments': {'a': [1,],}}</tool_call> and {'x': 1}</tool_call>",
+    '<tool_call>{"name": "f", "arguments": {"a": [1,],}}\n</tool_call>',
 ]
 
 

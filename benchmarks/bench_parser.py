@@ -1,0 +1,116 @@
+"""Parser throughput: whole-text, streaming (token-sized chunks) and a naive reference, side by side.
+
+Run from the repo root: ``.venv/bin/python -m benchmarks.bench_parser [--mb 3] [--repeat 5]``.
+The reference is the original NousResearch approach, written here from its description: cut each
+``<tool_call>(.*?)</tool_call>`` with a regex, ``json.loads`` it, fall back to ``ast.literal_eval``.
+It is faster to write and wrong on several policy cases (a ``</tool_call>`` inside a string, missing
+close tags, fences, lists); it is here only as a speed yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import platform
+import re
+import time
+from collections.abc import Callable
+
+from benchmarks.parser_corpus import SHAPES, make_corpus
+from hermes_core import ToolCallStreamParser, parse_tool_calls
+from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
+
+_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_END_TOKENS = ("<|im_end|>", "<|im_start|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>")
+
+
+def reference_parse(text: str) -> ParsedResponse:
+    """The naive regex + json.loads / ast.literal_eval approach (the speed yardstick)."""
+    for token in _END_TOKENS:
+        cut = text.find(token)
+        if cut >= 0:
+            text = text[:cut]
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for body in _BLOCK.findall(text):
+        body = body.strip()
+        try:
+            value = json.loads(body)
+        except ValueError:
+            try:
+                value = ast.literal_eval(body)
+            except (ValueError, SyntaxError) as exc:
+                invalid.append(InvalidToolCall(raw=body, error=str(exc)))
+                continue
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            calls.append(ToolCall(name=value["name"], arguments=value.get("arguments") or {}))
+        else:
+            invalid.append(InvalidToolCall(raw=body, error="not a call object"))
+    return ParsedResponse(content=_BLOCK.sub("", text).strip(), tool_calls=calls, invalid_tool_calls=invalid)
+
+
+def chunk(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def run_stream(chunked_docs: list[list[str]]) -> None:
+    for pieces in chunked_docs:
+        parser = ToolCallStreamParser()
+        feed = parser.feed
+        for piece in pieces:
+            feed(piece)
+        parser.close()
+
+
+def measure(docs: list[str], repeat: int, chunk_size: int) -> dict[str, float]:
+    """MB/s (10^6 UTF-8 bytes of model output per second) for each parser on ``docs``.
+
+    Time is this process's CPU time (the machine may be shared); the three parsers run in
+    interleaved rounds and each keeps its best round, so a burst of load favours none of them.
+    """
+    megabytes = sum(len(doc.encode("utf-8")) for doc in docs) / 1e6
+    chunked_docs = [chunk(doc, chunk_size) for doc in docs]
+    work: dict[str, Callable[[], object]] = {
+        "whole": lambda: [parse_tool_calls(doc) for doc in docs],
+        "stream": lambda: run_stream(chunked_docs),
+        "reference": lambda: [reference_parse(doc) for doc in docs],
+    }
+    best = dict.fromkeys(work, float("inf"))
+    for _ in range(repeat):
+        for name, job in work.items():
+            start = time.process_time()
+            job()
+            best[name] = min(best[name], time.process_time() - start)
+    rates = {name: megabytes / seconds for name, seconds in best.items()}
+    chunks = sum(len(pieces) for pieces in chunked_docs)
+    return rates | {"mb": megabytes, "us_per_chunk": best["stream"] / chunks * 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=3.0, help="corpus size in millions of characters")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (best is kept)")
+    parser.add_argument("--chunk", type=int, default=4, help="streaming chunk size in characters")
+    args = parser.parse_args()
+
+    corpus = make_corpus(int(args.mb * 1_000_000))
+    rows = {shape: measure(corpus[shape], args.repeat, args.chunk) for shape in SHAPES}
+    rows["ALL"] = measure([doc for shape in SHAPES for doc in corpus[shape]], args.repeat, args.chunk)
+
+    print(f"python {platform.python_version()} on {platform.machine()} ({platform.processor() or 'cpu'})")
+    print(f"streaming chunk: {args.chunk} chars; best of {args.repeat}; MB = 10^6 UTF-8 bytes")
+    header = f"{'shape':<16}{'MB':>6}{'whole MB/s':>12}{'stream MB/s':>13}{'ref MB/s':>10}"
+    header += f"{'whole/ref':>11}{'whole/stream':>14}{'us/chunk':>10}"
+    print(header)
+    print("-" * len(header))
+    for shape, row in rows.items():
+        print(
+            f"{shape:<16}{row['mb']:>6.2f}{row['whole']:>12.1f}{row['stream']:>13.1f}{row['reference']:>10.1f}"
+            f"{row['whole'] / row['reference']:>10.2f}x{row['whole'] / row['stream']:>13.2f}x"
+            f"{row['us_per_chunk']:>10.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
