@@ -1,0 +1,55 @@
+"""A LangChain/LangGraph agent completes a real tool round trip on the embedded SmolLM2-135M."""
+
+from __future__ import annotations
+
+import pytest
+from langchain.agents import create_agent
+from langchain.agents.middleware import wrap_model_call
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+
+from langchain_hermes import ChatHermes
+
+
+@wrap_model_call
+def call_a_tool_first(request, handler):
+    """Require one tool call until a tool has answered; afterwards the model chooses freely.
+
+    SmolLM2-135M rarely decides to call a tool by itself, and once calling it keeps adding calls;
+    ``tool_choice="any"`` with ``parallel_tool_calls=False`` makes the grammar produce exactly one
+    valid call, which is the realistic way to drive such a small model.
+    """
+    if not any(isinstance(m, ToolMessage) for m in request.messages):
+        request = request.override(tool_choice="any", model_settings={"parallel_tool_calls": False})
+    return handler(request)
+
+
+@pytest.mark.slow
+def test_create_agent_runs_a_real_tool_and_answers():
+    ran: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather for a city."""
+        ran.append(city)
+        return f"It is sunny and 21 C in {city}."
+
+    agent = create_agent(ChatHermes(max_tokens=40), tools=[get_weather], middleware=[call_a_tool_first])
+    state = agent.invoke(
+        {"messages": [HumanMessage("What is the weather in Paris?")]}, {"recursion_limit": 8}
+    )
+    messages = state["messages"]
+
+    assert ran, "the tool never ran"
+    call_message = messages[1]
+    assert isinstance(call_message, AIMessage)
+    assert len(call_message.tool_calls) == 1 and not call_message.invalid_tool_calls
+    call = call_message.tool_calls[0]
+    assert call["name"] == "get_weather" and call["id"].startswith("call_")
+    result = messages[2]
+    assert isinstance(result, ToolMessage) and result.tool_call_id == call["id"]
+    assert result.content == f"It is sunny and 21 C in {call['args']['city']}."
+    assert ran == [call["args"]["city"]]
+    final = messages[-1]
+    assert isinstance(final, AIMessage) and not final.tool_calls
+    assert final.content.strip()
