@@ -12,7 +12,7 @@ CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>",
 
 _CORPUS = [
     "<|im_start|>system\nYou are a function calling AI model.<|im_end|>\n",
-    '<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n',
+    "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n",
     '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
     '{"arguments": {"symbol": "TSLA"}, "name": "get_stock_fundamentals"}',
     "The quick brown fox jumps over the lazy dog. 0123456789 true false null [] {} , : \" ' \\",
