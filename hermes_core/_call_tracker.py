@@ -5,13 +5,17 @@ from the decoding ladder, never from here. The arguments object is re-emitted as
 
 - double-quoted strings are copied, with raw control characters escaped;
 - single-quoted (Python) strings become double-quoted (``"`` inside is escaped, ``\\'`` unescaped);
-- bare ``True``/``False``/``None`` become ``true``/``false``/``null``;
+- bare ``True``/``False``/``None`` become ``true``/``false``/``null``; tuples become lists;
 - trailing commas before ``}``/``]`` are dropped;
 - everything else (numbers, other escapes, punctuation) is copied as written.
 
-So for JSON, JSON with trailing commas or raw newlines, and ordinary Python-dict calls, the pieces
-concatenate to JSON that decodes to the call's arguments. Exotic Python syntax (tuples, sets, ``\\x``
-or octal escapes, numbers like ``0x1F``) is copied verbatim and may not be JSON.
+What holds: the pieces concatenate to JSON that decodes to the call's arguments whenever the block is
+JSON (strict, with trailing commas, or with raw control characters in strings), or Python literal
+syntax made of dicts, lists, tuples, strings using only the escapes JSON shares (or ``\\'``),
+``True``/``False``/``None`` and JSON-form numbers. Not covered (copied as written, so possibly not
+JSON; the final ``tool_call`` event is authoritative): other escapes (``\\x41``, octal, ``\\N{..}``, and
+``\\/`` or surrogate-pair ``\\u`` escapes in a block that only decodes as Python), Python-only numbers
+(``0x1F``, ``1_000``, ``.5``, ``+1``), comments, triple-quoted strings, implicit string concatenation.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ _skip_string = {'"': re.compile(r'[^"\\]+').match, "'": re.compile(r"[^'\\]+").m
 _SPACE = frozenset(" \t\r\n")
 _spaces = re.compile(r"[ \t\r\n]+").match
 _word_rest = re.compile(r"\w*").match
-_plain = re.compile(r"[^ \t\r\n,{}\[\]\"'A-Za-z_]+").match  # numbers, colons and the like, copied
+_plain = re.compile(r"[^ \t\r\n,{}\[\]()\"'A-Za-z_]+").match  # numbers, colons and the like, copied
+_OPENERS = {"{": "{", "[": "[", "(": "["}  # a Python tuple becomes a JSON list
+_CLOSERS = {"}": "}", "]": "]", ")": "]"}
 _arg_string_run = {
     '"': re.compile(r'[^"\\\x00-\x1f]+').match,
     "'": re.compile(r"[^'\"\\\x00-\x1f]+").match,
@@ -271,11 +277,11 @@ class CallTracker:
                 self.comma = ","
                 i += 1
                 continue
-            if c == "}" or c == "]":
+            if c in _CLOSERS:
                 if self.comma:  # a trailing comma: drop it, keep the whitespace after it
                     out.append(self.comma[1:])
                     self.comma = ""
-                out.append(c)
+                out.append(_CLOSERS[c])
                 i += 1
                 self.depth -= 1
                 if self.depth < self.args_depth:
@@ -285,9 +291,9 @@ class CallTracker:
             if self.comma:
                 out.append(self.comma)
                 self.comma = ""
-            if c == "{" or c == "[":
+            if c in _OPENERS:
                 self.depth += 1
-                out.append(c)
+                out.append(_OPENERS[c])
                 i += 1
             elif c == '"' or c == "'":
                 self.quote = c

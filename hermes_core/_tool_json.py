@@ -75,6 +75,9 @@ def decode_value(text: str, max_depth: int = 0) -> Any:
             return _DECODER.decode(strip_trailing_commas(text))
         except (ValueError, RecursionError):
             pass
+    value = _python_via_json(text)
+    if value is not UNDECIDED:
+        return value
     if max_depth <= _MAX_LITERAL_DEPTH:
         try:
             literal = ast.literal_eval(text.strip())
@@ -86,6 +89,48 @@ def decode_value(text: str, max_depth: int = 0) -> Any:
 
 
 UNDECIDED = object()
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+_PY_JSON = json.JSONDecoder(strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
+# Simple Python string literals (no backslash, no line break), bare words, and any other quote.
+_PY_TOKEN = re.compile(r'"[^"\\\n\r]*"|\'[^\'\\\n\r]*\'|(?<![\w.])[A-Za-z_]\w*|["\']')
+_PY_WORDS = {"True": "true", "False": "false", "None": "null"}
+
+
+def _py_token_to_json(match: re.Match[str]) -> str:
+    token = match.group(0)
+    first = token[0]
+    if first == '"' and len(token) > 1:
+        return token
+    if first == "'" and len(token) > 1:
+        return '"' + token[1:-1].replace('"', '\\"') + '"'
+    return _PY_WORDS.get(token, "!")  # an unknown name or a stray quote: not JSON, as intended
+
+
+def _python_via_json(text: str) -> Any:
+    """``ast.literal_eval`` plus JSON mapping, done by C's JSON decoder when that is provably equal.
+
+    Without backslashes, NUL or line breaks inside strings, each Python string token maps to a JSON
+    string with the same characters and ``True``/``False``/``None`` to their JSON names; any name,
+    stray quote or other syntax JSON lacks (tuples, sets, comments, ``1_000``, implicit string
+    concatenation) makes the JSON decode fail, and then ``UNDECIDED`` sends the caller to
+    ``ast.literal_eval``. Non-finite floats are refused, as :func:`_json_compatible` would.
+    """
+    if "\\" in text or "\x00" in text:
+        return UNDECIDED
+    try:
+        return _PY_JSON.decode(_PY_TOKEN.sub(_py_token_to_json, text))
+    except (ValueError, RecursionError):
+        return UNDECIDED
+
+
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'', re.DOTALL)
 
 
@@ -102,6 +147,9 @@ def decode_spanning_value(text: str) -> Any:
             return _DECODER.decode(strip_trailing_commas(text))
         except (ValueError, RecursionError):
             pass
+    value = _python_via_json(text)  # lexes exactly as the scanner does when it succeeds
+    if value is not UNDECIDED:
+        return value
     if "'''" in text or '"""' in text:
         return UNDECIDED
     bare = _STRING_TOKEN.sub("", text)

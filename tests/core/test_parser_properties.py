@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import string
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hermes_core import ToolCallStreamParser, parse_tool_calls
+from hermes_core._tool_json import UNDECIDED, _json_compatible, _python_via_json, decode_value
 from tests.core.test_parser import collapse, summary
 from tests.core.test_stream_parser import check_events, stream
 
@@ -173,7 +175,7 @@ def test_garbage_never_raises_and_streams_like_whole(raw: str, data: st.DataObje
         assert bad.error
     result, events = stream(data.draw(chunked(raw)))
     assert summary(result) == summary(whole)
-    check_events(result, events)
+    check_events(result, events, raw)
 
 
 @SETTINGS
@@ -194,4 +196,55 @@ def test_random_text_streams_like_whole(raw: str, data: st.DataObject) -> None:
     whole = parse_tool_calls(raw)
     result, events = stream(data.draw(chunked(raw)))
     assert summary(result) == summary(whole)
-    check_events(result, events)
+    check_events(result, events, raw)
+
+
+PYTHON_PIECES = [
+    *(
+        "{",
+        "}",
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        ":",
+        " ",
+        "\n",
+        "\t",
+        "\x00",
+        "\x0c",
+        "'a'",
+        '"b"',
+        "'x\"y'",
+        '"it\'s"',
+    ),
+    *("True", "False", "None", "true", "null", "NaN", "1", "-2", "1.5", "1e5", "1e999", "0x1F", "1_0", ".5"),
+    *("#", "'''", "'", '"', "\\", "é", "u'x'", "...", "+1", "1j"),
+]
+python_soup = st.lists(st.sampled_from(PYTHON_PIECES), max_size=25).map("".join)
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@SETTINGS
+@given(python_soup)
+def test_python_literals_via_json_agree_with_literal_eval(text: str) -> None:
+    fast = _python_via_json(text)
+    if fast is UNDECIDED:
+        return
+    assert canonical(fast) == canonical(_json_compatible(ast.literal_eval(text)))
+
+
+@SETTINGS
+@given(json_values)
+def test_python_reprs_are_decoded_without_literal_eval_when_simple(value: Any) -> None:
+    text = repr(value)
+    fast = _python_via_json(text)
+    if "\\" in text or "\n" in text or "\x00" in text or "'''" in text:
+        return
+    assert fast is not UNDECIDED, text
+    assert canonical(fast) == canonical(value)
+    assert canonical(decode_value(text)) == canonical(value)
