@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from benchmarks.parser_corpus import SHAPES, make_corpus
 from hermes_core import ToolCallStreamParser, parse_tool_calls
-from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
+from hermes_core.types import InvalidToolCall, ParsedResponse, StreamEvent, ToolCall
 
 _BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _END_TOKENS = ("<|im_end|>", "<|im_start|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>")
@@ -63,6 +63,25 @@ def run_stream(chunked_docs: list[list[str]]) -> None:
         parser.close()
 
 
+class _FloorParser:
+    """The least a streaming parser can do per chunk: one method call returning one text event."""
+
+    def feed(self, delta: str) -> list[StreamEvent]:
+        return [StreamEvent("text", text=delta)]
+
+    def close(self) -> list[StreamEvent]:
+        return []
+
+
+def run_floor(chunked_docs: list[list[str]]) -> None:
+    for pieces in chunked_docs:
+        parser = _FloorParser()
+        feed = parser.feed
+        for piece in pieces:
+            feed(piece)
+        parser.close()
+
+
 def measure(docs: list[str], repeat: int, chunk_size: int) -> dict[str, float]:
     """MB/s (10^6 UTF-8 bytes of model output per second) for each parser on ``docs``.
 
@@ -75,6 +94,7 @@ def measure(docs: list[str], repeat: int, chunk_size: int) -> dict[str, float]:
         "whole": lambda: [parse_tool_calls(doc) for doc in docs],
         "stream": lambda: run_stream(chunked_docs),
         "reference": lambda: [reference_parse(doc) for doc in docs],
+        "floor": lambda: run_floor(chunked_docs),
     }
     best = dict.fromkeys(work, float("inf"))
     for _ in range(repeat):
@@ -99,16 +119,17 @@ def main() -> None:
     rows["ALL"] = measure([doc for shape in SHAPES for doc in corpus[shape]], args.repeat, args.chunk)
 
     print(f"python {platform.python_version()} on {platform.machine()} ({platform.processor() or 'cpu'})")
-    print(f"streaming chunk: {args.chunk} chars; best of {args.repeat}; MB = 10^6 UTF-8 bytes")
+    print(f"streaming chunk: {args.chunk} chars; best of {args.repeat}; MB = 10^6 UTF-8 bytes; CPU time")
+    print("floor = a do-nothing streaming parser (one call and one text event per chunk)")
     header = f"{'shape':<16}{'MB':>6}{'whole MB/s':>12}{'stream MB/s':>13}{'ref MB/s':>10}"
-    header += f"{'whole/ref':>11}{'whole/stream':>14}{'us/chunk':>10}"
+    header += f"{'whole/ref':>11}{'whole/stream':>14}{'us/chunk':>10}{'floor MB/s':>12}"
     print(header)
     print("-" * len(header))
     for shape, row in rows.items():
         print(
             f"{shape:<16}{row['mb']:>6.2f}{row['whole']:>12.1f}{row['stream']:>13.1f}{row['reference']:>10.1f}"
             f"{row['whole'] / row['reference']:>10.2f}x{row['whole'] / row['stream']:>13.2f}x"
-            f"{row['us_per_chunk']:>10.2f}"
+            f"{row['us_per_chunk']:>10.2f}{row['floor']:>12.1f}"
         )
 
 
