@@ -124,7 +124,10 @@ def _coerce_arguments(fn: Callable[..., Any], arguments: dict[str, Any]) -> dict
     """JSON arguments turned into the parameter types (e.g. a dict into a pydantic model)."""
     from pydantic import TypeAdapter
 
-    hints = typing.get_type_hints(fn, include_extras=True)
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # unresolvable hints: pass the JSON values through unchanged
+        hints = {}
     return {
         name: TypeAdapter(hints[name]).validate_python(value) if name in hints else value
         for name, value in arguments.items()
@@ -348,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             '  hermes-chat "Tell me a joke"\n'
             '  hermes-chat --tools examples/tools.py --tool-choice required "What is the weather in Paris?"\n'
-            '  hermes-chat --json-schema \'{"type": "object", "properties": {"city": {"type": "string"}}}\' '
-            '"Where is the Eiffel tower?"\n'
-            "  hermes-chat --model NousResearch/Hermes-2-Pro-Llama-3-8B --quantization 4bit --tools examples/tools.py\n"
+            '  hermes-chat --json-schema examples/city.schema.json "Where is the Eiffel tower?"\n'
+            '  hermes-chat --json-schema \'{"type": "object"}\' "Describe Paris in JSON"\n'
+            "  hermes-chat --model NousResearch/Hermes-2-Pro-Llama-3-8B --quantization 4bit\n"
             "\n"
             "In the interactive mode (no question), /reset forgets the conversation and /exit, an empty\n"
             "line or Ctrl-D quits. Exit status: 0 ok, 1 incomplete JSON answer, 2 bad arguments or model."
