@@ -53,12 +53,12 @@ class BlockSplitter:
         "call_id",
         "close_at",
         "fenced",
+        "held",
         "index",
         "mode",
         "out",
         "parts",
         "pending",
-        "resume",
         "scanner",
         "stage",
         "track",
@@ -67,8 +67,8 @@ class BlockSplitter:
     def __init__(self, track: bool = False) -> None:
         self.track = track
         self.mode = _IN_TEXT
-        self.pending = ""  # undecided tail, pushed again in front of the next text
-        self.resume = 0  # where, inside ``pending``, the undecided scan continues
+        self.pending = ""  # a possibly partial token (< 12 chars), pushed again before the next text
+        self.held: list[str] = []  # text read while undecided after a tag or a value (see below)
         self.stage = 0  # sub-state of _AFTER_TAG / _AFTER_VALUE (fence handling)
         self.fenced = False  # the current block opened with a Markdown fence line
         self.scanner: ValueScanner | None = None
@@ -139,13 +139,16 @@ class BlockSplitter:
             return m.end() - 1
         self.mode = _AFTER_TAG
         self.stage = 0
-        self.resume = len(TAG)
-        return i
+        self.held = [TAG]
+        return i + len(TAG)
 
     def _after_tag(self, s: str, pos: int, final: bool) -> int:
-        """Decide whether the ``<tool_call>`` at ``pos`` starts a call attempt or is prose."""
+        """Decide whether the ``<tool_call>`` just read starts a call attempt or is prose.
+
+        ``held`` has the tag and what followed it so far (whitespace, repeated tags, a fence line).
+        """
         n = len(s)
-        j = pos + self.resume
+        j = pos
         stage = self.stage
         while True:
             j = _skip_ws(s, j).end()
@@ -159,6 +162,7 @@ class BlockSplitter:
                 break
             c = s[j]
             if c == "{" or c == "[":
+                self.held = []
                 self.out.append((CROSS,))
                 self.fenced = stage == 2
                 self.mode = _IN_VALUE
@@ -179,14 +183,18 @@ class BlockSplitter:
                     if n - j < len(FENCE) and not final:
                         break
             # Anything else: the tag (and any repeats) is prose; rescanning would decide the same.
-            self.out.append((TEXT, s[pos:j]))
+            self.held.append(s[pos:j])
+            self.out.append((TEXT, "".join(self.held)))
+            self.held = []
             self.mode = _IN_TEXT
             return j
+        self.held.append(s[pos:j])
         if final:
-            self._truncated_tag(s[pos:])
+            self.held.append(s[j:])
+            self._truncated_tag("".join(self.held))
+            self.held = []
             return -1
-        self.pending = s[pos:]
-        self.resume = j - pos
+        self.pending = s[j:]
         self.stage = stage
         return -1
 
@@ -283,51 +291,65 @@ class BlockSplitter:
             return m.end()
         self.mode = _AFTER_VALUE
         self.stage = 0
-        self.resume = 0
+        self.held = []
         return end
 
     def _after_value(self, s: str, pos: int, final: bool) -> int:
-        """After a value: another value, the closing fence/tag, or the block is over and prose resumes."""
+        """After a value: another value, the closing fence/tag, or the block is over and prose resumes.
+
+        ``held`` has the whitespace read so far: prose if the block turns out to be over.
+        """
         n = len(s)
-        j = pos + self.resume
+        j = pos
         stage = self.stage
         while True:
             j = _skip_ws(s, j).end()
             if j >= n:
                 if final:
-                    self.mode = _IN_TEXT
-                    return pos
+                    return self._block_over(pos)
                 break
             c = s[j]
             if stage == 0 and (c == "{" or c == "["):  # several values in one block
+                self.held = []
                 self.mode = _IN_VALUE
                 return j
             if stage == 0 and (c == "}" or c == "]"):  # a stray extra closer is part of the block
+                self.held = []
                 pos = j = j + 1
                 continue
             if c == "<":
                 if s.startswith(CLOSE_TAG, j):
+                    self.held = []
                     self.mode = _IN_TEXT
                     return j + len(CLOSE_TAG)
                 if n - j < len(CLOSE_TAG) and CLOSE_TAG.startswith(s[j:]):
                     if not final:
                         break
                     if n - j >= 2:  # "</tool_ca" cut off at the very end still closes the block
+                        self.held = []
                         self.mode = _IN_TEXT
                         return n
             elif c == "`" and self.fenced and stage == 0:
                 if s.startswith(FENCE, j):
+                    self.held = []
                     pos = j = j + len(FENCE)
                     stage = 1
                     continue
                 if n - j < len(FENCE) and not final:
                     break
-            self.mode = _IN_TEXT
-            return pos
-        self.pending = s[pos:]
-        self.resume = j - pos
+            return self._block_over(pos)
+        self.held.append(s[pos:j])
+        self.pending = s[j:]
         self.stage = stage
         return -1
+
+    def _block_over(self, pos: int) -> int:
+        """The block ended without (more of) a closing tag: held whitespace and ``s[pos:]`` are prose."""
+        if self.held:
+            self.out.append((TEXT, "".join(self.held)))
+            self.held = []
+        self.mode = _IN_TEXT
+        return pos
 
     def _done(self, calls: list[ToolCall | InvalidToolCall]) -> None:
         self.out.append((DONE, self.index, calls))

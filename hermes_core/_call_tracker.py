@@ -89,8 +89,8 @@ class CallTracker:
         self.capture: list[str] | None = None  # body of a depth-1 key or name string being read
         self.args_state = 0  # 0 not seen, 1 streaming, 2 finished
         self.args_depth = 0  # depth of the arguments object itself
-        self.word = ""  # a bare word in the arguments, held until it ends
-        self.comma = ""  # a comma (plus whitespace) in the arguments, held until we know it is not trailing
+        self.word: list[str] = []  # a bare word in the arguments, held until it ends
+        self.comma: list[str] = []  # a comma and the whitespace after it, held until known not trailing
         self.name_sent = False
         self.out: list[str] = []
 
@@ -257,7 +257,7 @@ class CallTracker:
             if self.word:  # a bare word held from the previous piece may go on here
                 m = _word_rest(text, i)
                 i = m.end()
-                self.word += m.group(0)
+                self.word.append(m.group(0))
                 if i >= n:
                     break
                 self._flush_word()
@@ -267,20 +267,20 @@ class CallTracker:
                 m = _spaces(text, i)
                 i = m.end()
                 if self.comma:
-                    self.comma += m.group(0)
+                    self.comma.append(m.group(0))
                 else:
                     out.append(m.group(0))
                 continue
             if c == ",":
                 if self.comma:
-                    out.append(self.comma)
-                self.comma = ","
+                    out.extend(self.comma)
+                self.comma = [","]
                 i += 1
                 continue
             if c in _CLOSERS:
                 if self.comma:  # a trailing comma: drop it, keep the whitespace after it
-                    out.append(self.comma[1:])
-                    self.comma = ""
+                    out.extend(self.comma[1:])
+                    self.comma = []
                 out.append(_CLOSERS[c])
                 i += 1
                 self.depth -= 1
@@ -289,8 +289,8 @@ class CallTracker:
                     break
                 continue
             if self.comma:
-                out.append(self.comma)
-                self.comma = ""
+                out.extend(self.comma)
+                self.comma = []
             if c in _OPENERS:
                 self.depth += 1
                 out.append(_OPENERS[c])
@@ -301,7 +301,7 @@ class CallTracker:
                 i += 1
             elif c.isalpha() or c == "_":
                 m = _word_rest(text, i + 1)
-                self.word = c + m.group(0)
+                self.word = [c, m.group(0)]
                 i = m.end()
                 if i < n:  # the word ended inside this piece; otherwise hold it
                     self._flush_word()
@@ -312,8 +312,8 @@ class CallTracker:
         return i
 
     def _flush_word(self) -> None:
-        word = self.word
-        self.word = ""
+        word = "".join(self.word)
+        self.word = []
         self.out.append(_WORDS.get(word, word))
 
     @property
@@ -328,7 +328,7 @@ class CallTracker:
         self.out = []
         if self.word:
             self._flush_word()
-        self.comma = ""
+        self.comma = []
         if self.quote:
             self.out.append('"')
         self.out.append("}" * (self.depth - self.args_depth + 1))

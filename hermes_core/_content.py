@@ -38,14 +38,15 @@ class ContentJoiner:
     """Applies the content whitespace policy to text pieces as they arrive, releasing what is final.
 
     Whitespace is held back until non-whitespace text follows it, because trailing whitespace is
-    dropped and whitespace on both sides of a removed block is merged.
+    dropped and whitespace on both sides of a removed block is merged. Held runs are kept as lists
+    and joined once, so a long whitespace run fed in tiny pieces still costs linear time.
     """
 
     __slots__ = ("best", "crossed", "held", "started")
 
     def __init__(self) -> None:
         self.started = False  # some non-whitespace content was released
-        self.held = ""  # the whitespace run since the last released text (or the last removed block)
+        self.held: list[str] = []  # the whitespace run since the last released text (or removed block)
         self.best = ""  # while crossing blocks: the longest whitespace run that touched one
         self.crossed = False
 
@@ -53,16 +54,21 @@ class ContentJoiner:
         """Take a piece of prose; return the part of the content that is now certain."""
         body_end = len(piece.rstrip())
         if body_end == 0:
-            self.held += piece
+            if piece:
+                self.held.append(piece)
             return ""
         lead = len(piece) - len(piece.lstrip())
-        gap = self.held + piece[:lead] if lead else self.held
+        if self.held:
+            self.held.append(piece[:lead])
+            gap = "".join(self.held)
+        else:
+            gap = piece[:lead]
         if self.crossed:
             if len(self.best) > len(gap):
                 gap = self.best
             self.crossed = False
             self.best = ""
-        self.held = piece[body_end:]
+        self.held = [piece[body_end:]] if body_end < len(piece) else []
         if self.started:
             return gap + piece[lead:body_end]
         self.started = True
@@ -70,9 +76,10 @@ class ContentJoiner:
 
     def cross(self) -> None:
         """Note that a call block was removed at this point of the text."""
+        run = "".join(self.held)
         if not self.crossed:
-            self.best = self.held
+            self.best = run
             self.crossed = True
-        elif len(self.held) > len(self.best):
-            self.best = self.held
-        self.held = ""
+        elif len(run) > len(self.best):
+            self.best = run
+        self.held = []

@@ -221,3 +221,26 @@ def test_result_before_close_is_partial_then_complete() -> None:
     parser.feed(" and bye  ")
     parser.close()
     assert parser.result().content == "Hi and bye"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<tool_call>" + " \n" * 3000 + '{"name": "f"}',
+        '<tool_call>{"name": "f"}' + "\n" * 3000 + "</tool_call>",
+        '<tool_call>{"name": "f"}' + "\n" * 3000 + "prose",
+        "<tool_call>\n```json" + " " * 3000 + "\n[]",
+        "text" + " " * 3000 + "end",
+        '<tool_call>{"name": "f", "arguments": {"a": 1,' + " " * 3000 + "}}</tool_call>",
+        "<tool_call>" + "<tool_call> " * 500 + '{"name": "f"}',
+    ],
+)
+def test_only_a_short_tail_is_kept_between_deltas(raw: str) -> None:
+    """Long undecided stretches are consumed as they come, so the work stays linear."""
+    parser = ToolCallStreamParser()
+    for ch in raw:
+        parser.feed(ch)
+        assert len(parser._splitter.pending) < len("</tool_call>")
+        assert len(parser._hold) < len("<|end_of_text|>")
+    parser.close()
+    assert summary(parser.result()) == summary(parse_tool_calls(raw))
