@@ -67,7 +67,6 @@ _SLOW_CASES = [
     Case(
         "smol_forced_call", CASES[1].messages, TOOLS, "required", parallel_tool_calls=False, max_new_tokens=48
     ),
-    Case("smol_round_trip", CASES[6].messages, TOOLS, None, max_new_tokens=40),
 ]
 
 
