@@ -52,6 +52,7 @@ class BlockSplitter:
     __slots__ = (
         "call_id",
         "close_at",
+        "close_tried",
         "fenced",
         "held",
         "index",
@@ -75,6 +76,7 @@ class BlockSplitter:
         self.parts: list[str] = []  # text of the open value seen so far
         self.call_id = ""
         self.close_at = -2  # position of the next </tool_call> in the current text (-1: none, -2: unknown)
+        self.close_tried = -1  # a </tool_call> position the shortcut already failed for
         self.index = 0  # index of the next call attempt
         self.out: list[Item] = []
 
@@ -82,6 +84,7 @@ class BlockSplitter:
         """Consume ``text`` (``final``: nothing follows it) and return the items it settles."""
         out = self.out = []
         self.close_at = -2
+        self.close_tried = -1
         if self.pending:
             text = self.pending + text
             self.pending = ""
@@ -276,11 +279,12 @@ class BlockSplitter:
         close = self.close_at
         if close == -2 or 0 <= close < pos:
             close = self.close_at = s.find(CLOSE_TAG, pos)
-        if close < 0:
+        if close < 0 or close == self.close_tried:  # at most one try per tag keeps the work linear
             return None, -1
         candidate = s[pos:close].rstrip()
         value = decode_spanning_value(candidate)
         if value is UNDECIDED:
+            self.close_tried = close
             return None, -1
         return value, pos + len(candidate)
 
