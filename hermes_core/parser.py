@@ -6,18 +6,20 @@ Follows ``parser-policy.md``; in short:
   ``<|end_of_text|>``, ``<|endoftext|>``).
 - A call attempt is ``<tool_call>`` followed, after whitespace (and repeated ``<tool_call>`` markers,
   and optionally a Markdown fence line such as ```` ```json ````), by ``{`` or ``[``. Otherwise the
-  tag is prose. ``<tool_call>`` followed by nothing but whitespace (or a fence line) is a cut-off
-  attempt.
+  tag is prose (so ``<tool_call>42</tool_call>`` is text). ``<tool_call>`` followed by nothing but
+  whitespace (or a fence line, or a cut-off repeated tag) up to the end is a cut-off attempt.
 - A value ends where its JSON structure closes (string-aware for ``"..."`` and ``'...'``), never at a
   literal ``</tool_call>``. Several values may follow each other in one block; a list is several
-  calls. After the values come optional stray closing brackets (a common slip, dropped), a closing
-  fence when the block opened with one, and ``</tool_call>``; if something else follows, the block
-  simply ended and that text is prose.
+  calls (an empty list is an invalid attempt; a bad element is invalid on its own). After the
+  values come optional stray closing brackets (a common slip, dropped), a closing fence when the
+  block opened with one, and ``</tool_call>`` (a ``</tool_call>`` cut off at the very end counts);
+  if something else follows, the block simply ended and that text is prose.
 - A value cut off by the end of the text is invalid. The one repair: an object missing only its
   closing braces, followed outside any string by ``</tool_call>``.
 - Decoding ladder: strict JSON (raw control characters allowed in strings; ``NaN``/``Infinity``
-  refused), then JSON with trailing commas removed, then ``ast.literal_eval`` (tuples become lists;
-  sets, bytes, complex numbers and non-string keys make the call invalid).
+  refused), then JSON with trailing commas removed, then Python literal syntax (what
+  ``ast.literal_eval`` accepts; tuples become lists; sets, bytes, complex numbers, non-finite floats
+  and non-string keys make the call invalid).
 - Normalising: ``name`` must be a non-empty string (surrounding whitespace is stripped); arguments
   come from ``arguments``, else ``parameters``; missing, ``null``, ``""`` (or whitespace) give ``{}``;
   a string is decoded once as JSON and must give an object.
@@ -27,8 +29,11 @@ trailing whitespace is stripped, and where blocks (valid or invalid) were remove
 that touched them collapse into the longest of them, so ``"First.\\n<block>\\nThen."`` gives
 ``"First.\\nThen."``. Whitespace inside the prose is kept as written.
 
-Every attempt gets a fresh ``call_`` id; the streaming parser (:mod:`hermes_core.stream_parser`) runs
-the very same state machine, so both agree on every input.
+Invalid attempts carry ``raw`` (the attempt as written: the JSON value, the re-serialised element of
+a list, or the bare tag and what followed it), an ``error`` saying what is wrong, and ``name`` when a
+top-level ``"name"`` string can still be read. Every attempt gets a fresh ``call_`` id; the streaming
+parser (:mod:`hermes_core.stream_parser`) runs the very same state machine, so both agree on every
+input.
 """
 
 from __future__ import annotations
