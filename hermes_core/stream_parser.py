@@ -19,7 +19,8 @@ Events:
   :mod:`hermes_core._call_tracker` for the exotic Python syntax where it may not). Arguments given as
   a JSON string, or missing, arrive as one piece when the call completes. A top-level list of calls
   is reported when the list closes: one delta (id, name, full arguments) per call.
-- ``tool_call`` / ``invalid_tool_call``: the finished attempt, ``index`` as in its deltas, same ``id``.
+- ``tool_call`` / ``invalid_tool_call``: the finished attempt, ``index`` as in its deltas, same ``id``
+  (an id is drawn when the attempt starts and kept to the end; every attempt counts in ``index``).
 
 After an end-of-turn token the parse is complete and further input is ignored.
 """
