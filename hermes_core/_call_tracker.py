@@ -15,7 +15,9 @@ syntax made of dicts, lists, tuples, strings using only the escapes JSON shares 
 ``True``/``False``/``None`` and JSON-form numbers. Not covered (copied as written, so possibly not
 JSON; the final ``tool_call`` event is authoritative): other escapes (``\\x41``, octal, ``\\N{..}``, and
 ``\\/`` or surrogate-pair ``\\u`` escapes in a block that only decodes as Python), Python-only numbers
-(``0x1F``, ``1_000``, ``.5``, ``+1``), comments, triple-quoted strings, implicit string concatenation.
+(``0x1F``, ``1_000``, ``.5``, ``+1``), comments, triple-quoted strings, implicit string concatenation;
+and a call with duplicate keys or with both ``arguments`` and ``parameters`` objects, where the first
+``name`` string and the first arguments-like object seen are the ones streamed.
 """
 
 from __future__ import annotations
