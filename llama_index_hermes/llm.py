@@ -139,7 +139,10 @@ class HermesLLM(FunctionCallingLLM):
             "device_map": self.device_map,
             "torch_dtype": self.torch_dtype,
         }
-        return {name: value for name, value in options.items() if value is not None}
+        options = {name: value for name, value in options.items() if value is not None}
+        if not self.prefix_cache:
+            options["prefix_cache"] = False
+        return options
 
     @property
     def engine(self) -> HermesEngine:

@@ -43,6 +43,14 @@ def test_metadata_is_cheap_then_exact(tiny_model_dir, tiny_engine) -> None:
     assert after.model_name == tiny_engine.model_name == before.model_name
 
 
+def test_engine_options_select_the_shared_engine(tiny_model_dir) -> None:
+    from hermes_core import get_engine
+
+    llm = HermesLLM(model=str(tiny_model_dir), prefix_cache=False)
+    assert llm.engine is get_engine(str(tiny_model_dir), prefix_cache=False)
+    assert llm.engine.prefix_cache is None
+
+
 def test_context_window_override_before_loading(tiny_model_dir) -> None:
     assert HermesLLM(model=str(tiny_model_dir), context_window=512).metadata.context_window == 512
 
