@@ -243,7 +243,9 @@ def invalid(raw: str, error: str, call_id: str) -> InvalidToolCall:
     return InvalidToolCall(raw=raw, error=error, name=recover_name(raw), id=call_id)
 
 
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}\[\]:,]|[^"\'{}\[\]:,]+|["\']', re.DOTALL)
+_TOKEN = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|[{}\[\]:,]|[^"\'{}\[\]:,]+|["\']', re.DOTALL
+)
 
 
 def recover_name(raw: str) -> str | None:
@@ -270,6 +272,8 @@ def recover_name(raw: str) -> str | None:
                 return text.strip() or None if text else None
             if previous in ("{", ","):
                 last_key = text
+        elif expecting_value and not token.isspace():  # "name" has a non-string value
+            expecting_value = False
         if not token.isspace():
             previous = token if len(token) == 1 else "s"
     return None
