@@ -256,6 +256,8 @@ def test_close_tag_cut_off_at_the_end_is_dropped() -> None:
         ('<tool_call>{"arguments": {"x": 1}, "na', None),
         ("<tool_call>{'name': 'py', 'arguments': {'x': [1, 2", "py"),
         ('<tool_call>[{"name": "a"}, {"name": "b"}', None),
+        ('<tool_call>{"name": 5, "x": "y"', None),
+        ('<tool_call>{"arguments": {"name": "inner"}, "name": "outer", "x', "outer"),
     ],
 )
 def test_value_cut_off_by_the_end_is_invalid(raw: str, name: str | None) -> None:
