@@ -303,14 +303,17 @@ class GrammarCache:
         self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool = True
     ) -> xgr.CompiledGrammar | None:
         """The grammar for a tool-calling request, or None when the reply is unconstrained (``none``)."""
-        tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, self.delimiters)
-        if tag is None:
+        if choice.mode == "none" or (choice.mode == "auto" and not tools):
             return None
         key = _canonical(["tools", list(tools), choice.mode, choice.tool_name, bool(parallel_tool_calls)])
-        return self._cached(key, lambda: self._compile_tag(tag))
+        return self._cached(key, lambda: self._compile_tools(tools, choice, parallel_tool_calls))
 
-    def _compile_tag(self, tag: st.StructuralTag) -> xgr.CompiledGrammar:
-        """Compile a structural tag, turning xgrammar's errors into one naming the fix."""
+    def _compile_tools(
+        self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool
+    ) -> xgr.CompiledGrammar:
+        """Build and compile the tool-call structural tag, turning xgrammar's errors into one naming the fix."""
+        tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, self.delimiters)
+        assert tag is not None
         try:
             return self.compiler.compile_structural_tag(tag)
         except Exception as exc:

