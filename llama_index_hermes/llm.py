@@ -226,10 +226,13 @@ class HermesLLM(FunctionCallingLLM):
         builder = ChunkBuilder(max_tool_calls=self._max_tool_calls(options))
 
         def gen() -> ChatResponseGen:
-            for event in events:
-                chunk = builder.feed(event)
-                if chunk is not None:
-                    yield chunk
+            try:
+                for event in events:
+                    chunk = builder.feed(event)
+                    if chunk is not None:
+                        yield chunk
+            finally:  # a consumer that stops early stops generation now, not at garbage collection
+                events.close()
 
         return gen()
 
@@ -251,10 +254,14 @@ class HermesLLM(FunctionCallingLLM):
         builder = ChunkBuilder(max_tool_calls=self._max_tool_calls(options))
 
         async def gen() -> ChatResponseAsyncGen:
-            async for event in engine.astream(core_messages, **options):
-                chunk = builder.feed(event)
-                if chunk is not None:
-                    yield chunk
+            events = engine.astream(core_messages, **options)
+            try:
+                async for event in events:
+                    chunk = builder.feed(event)
+                    if chunk is not None:
+                        yield chunk
+            finally:
+                await events.aclose()
 
         return gen()
 

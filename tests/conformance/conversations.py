@@ -3,7 +3,8 @@
 A conversation is a list of plain dicts (role, content, tool_calls, tool_call_id); each driver
 turns it into its framework's messages. Tools are OpenAI-style dicts, so both adapters offer the
 model byte-identical tool specs and any difference in output comes from the adapters themselves.
-Tool arguments are enums so that even the tiny random model finishes its calls in a few tokens.
+Tool arguments are enums so that even the tiny random model finishes its calls in a few tokens;
+free-text cases sample with a fixed seed, because the tiny model's greedy text is only newlines.
 """
 
 from __future__ import annotations
@@ -66,15 +67,25 @@ class Case:
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
     max_new_tokens: int = 48
+    temperature: float = 0.0
+    seed: int | None = None
 
 
 CASES = [
-    Case("plain_text", [_SYSTEM, {"role": "user", "content": "Say hello."}], max_new_tokens=16),
+    Case(
+        "plain_text",
+        [_SYSTEM, {"role": "user", "content": "Say hello."}],
+        max_new_tokens=16,
+        temperature=1.0,
+        seed=2,
+    ),
     Case("forced_single_call", [_SYSTEM, _ASK], TOOLS, "required", parallel_tool_calls=False),
     Case("forced_named_call", [_ASK], TOOLS, "set_mode", parallel_tool_calls=False),
     Case("parallel_calls_allowed", [_ASK], TOOLS, "required", parallel_tool_calls=True, max_new_tokens=120),
-    Case("tools_offered_not_forced", [_SYSTEM, _ASK], TOOLS, None, max_new_tokens=40),
-    Case("tool_choice_none", [_ASK], TOOLS, "none", max_new_tokens=16),
+    Case(
+        "tools_offered_not_forced", [_SYSTEM, _ASK], TOOLS, None, max_new_tokens=40, temperature=1.0, seed=3
+    ),
+    Case("tool_choice_none", [_ASK], TOOLS, "none", max_new_tokens=16, temperature=1.0, seed=4),
     Case(
         "round_trip_after_parallel_calls",
         [
@@ -87,6 +98,8 @@ CASES = [
         TOOLS,
         None,
         max_new_tokens=32,
+        temperature=1.0,
+        seed=5,
     ),
     # Cut off inside the forced call: every adapter must report the same invalid (truncated) call.
     Case(

@@ -45,6 +45,8 @@ def run_engine(engine: Any, case: Case, stream: bool) -> Outcome:
         "parallel_tool_calls": case.parallel_tool_calls,
         "response_format": case.response_format,
         "max_new_tokens": case.max_new_tokens,
+        "temperature": case.temperature,
+        "seed": case.seed,
     }
     if stream:
         events = list(engine.stream(messages, **options))
@@ -74,7 +76,9 @@ def run_langchain(engine: Any, case: Case, stream: bool) -> Outcome:
             messages.append(ToolMessage(content=m["content"], tool_call_id=m["tool_call_id"]))
         else:
             messages.append(kinds[m["role"]](content=m["content"]))
-    model: Any = ChatHermes(engine=engine, max_new_tokens=case.max_new_tokens)
+    model: Any = ChatHermes(
+        engine=engine, max_new_tokens=case.max_new_tokens, temperature=case.temperature, seed=case.seed
+    )
     if case.tools:
         model = model.bind_tools(
             case.tools, tool_choice=case.tool_choice, parallel_tool_calls=case.parallel_tool_calls
@@ -113,7 +117,9 @@ def run_llama_index(engine: Any, case: Case, stream: bool) -> Outcome:
             messages.append(ChatMessage(role="tool", content=m["content"], additional_kwargs=extra))
         else:
             messages.append(ChatMessage(role=m["role"], content=m["content"]))
-    llm = HermesLLM(engine=engine, max_new_tokens=case.max_new_tokens)
+    llm = HermesLLM(
+        engine=engine, max_new_tokens=case.max_new_tokens, temperature=case.temperature, seed=case.seed
+    )
     if case.tools:
         kwargs = {"chat_history": messages, "allow_parallel_tool_calls": case.parallel_tool_calls}
         if case.tool_choice is not None:

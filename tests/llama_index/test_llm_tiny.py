@@ -18,6 +18,9 @@ from hermes_core.errors import UnsupportedOptionError
 from llama_index_hermes import HermesLLM
 
 USER = [ChatMessage(role="user", content="What is the weather in Paris?")]
+# The tiny model's greedy free text is only newlines (which the core trims away); seeded sampling
+# gives it real, reproducible text to stream.
+SAMPLED = {"temperature": 1.0, "seed": 1}
 
 
 def _calls(response: ChatResponse) -> list[tuple[str, dict]]:
@@ -129,12 +132,13 @@ def test_stream_chat_matches_chat(tiny_llm, weather_tools) -> None:
 
 
 def test_plain_chat_stream_text_accumulates(tiny_llm) -> None:
-    chunks = list(tiny_llm.stream_chat(USER, max_new_tokens=16))
-    whole = tiny_llm.chat(USER, max_new_tokens=16)
+    chunks = list(tiny_llm.stream_chat(USER, max_new_tokens=16, **SAMPLED))
+    whole = tiny_llm.chat(USER, max_new_tokens=16, **SAMPLED)
+    assert len(chunks) > 2 and whole.message.content
     running = ""
     for chunk in chunks:
         running += chunk.delta or ""
-        assert chunk.message.content == running or chunk is chunks[-1]
+        assert chunk.message.content == running
     assert chunks[-1].message.content == whole.message.content == running
 
 
@@ -159,33 +163,48 @@ async def _ticks_while(awaitable) -> tuple[object, int]:
 
 
 async def test_async_never_blocks_the_loop(tiny_llm) -> None:
-    response, ticks = await _ticks_while(tiny_llm.achat(USER, max_new_tokens=48))
+    response, ticks = await _ticks_while(tiny_llm.achat(USER, max_new_tokens=48, **SAMPLED))
     assert isinstance(response, ChatResponse) and ticks > 3
 
     async def consume() -> list[ChatResponse]:
-        return [chunk async for chunk in await tiny_llm.astream_chat(USER, max_new_tokens=48)]
+        return [chunk async for chunk in await tiny_llm.astream_chat(USER, max_new_tokens=48, **SAMPLED)]
 
     chunks, ticks = await _ticks_while(consume())
     assert chunks and ticks > 3
 
 
+def test_closing_a_stream_stops_generation(tiny_llm, tiny_engine) -> None:
+    stream = tiny_llm.stream_chat(USER, max_new_tokens=400, **SAMPLED)
+    next(stream)
+    stream.close()
+    assert tiny_engine.stats.last_completion_tokens < 400
+    assert tiny_llm.chat(USER, max_new_tokens=4).raw["usage"]["completion_tokens"] <= 4
+
+
+async def test_closing_an_async_stream_stops_generation(tiny_llm, tiny_engine) -> None:
+    stream = await tiny_llm.astream_chat(USER, max_new_tokens=400, **SAMPLED)
+    await stream.__anext__()
+    await stream.aclose()
+    assert tiny_engine.stats.last_completion_tokens < 400
+
+
 def test_completion_endpoints_derive_from_chat(tiny_llm) -> None:
     prompt = "Say something."
-    chat = tiny_llm.chat([ChatMessage(role="user", content=prompt)], max_new_tokens=12)
-    completion = tiny_llm.complete(prompt, max_new_tokens=12)
+    chat = tiny_llm.chat([ChatMessage(role="user", content=prompt)], max_new_tokens=12, **SAMPLED)
+    completion = tiny_llm.complete(prompt, max_new_tokens=12, **SAMPLED)
     assert isinstance(completion, CompletionResponse)
-    assert completion.text == chat.message.content
+    assert completion.text and completion.text == chat.message.content
     assert completion.additional_kwargs["total_tokens"] == chat.additional_kwargs["total_tokens"]
     assert completion.raw == chat.raw
-    streamed = list(tiny_llm.stream_complete(prompt, max_new_tokens=12))
+    streamed = list(tiny_llm.stream_complete(prompt, max_new_tokens=12, **SAMPLED))
     assert "".join(c.delta or "" for c in streamed) == streamed[-1].text == completion.text
 
 
 async def test_async_completion_endpoints(tiny_llm) -> None:
-    completion = tiny_llm.complete("Hi", max_new_tokens=12)
-    assert (await tiny_llm.acomplete("Hi", max_new_tokens=12)).text == completion.text
-    chunks = [c async for c in await tiny_llm.astream_complete("Hi", max_new_tokens=12)]
-    assert chunks[-1].text == completion.text
+    completion = tiny_llm.complete("Hi", max_new_tokens=12, **SAMPLED)
+    assert (await tiny_llm.acomplete("Hi", max_new_tokens=12, **SAMPLED)).text == completion.text
+    chunks = [c async for c in await tiny_llm.astream_complete("Hi", max_new_tokens=12, **SAMPLED)]
+    assert len(chunks) > 1 and chunks[-1].text == completion.text
 
 
 def test_tool_result_turn_is_accepted_and_answered(tiny_llm, weather_tools) -> None:
