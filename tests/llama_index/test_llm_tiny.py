@@ -54,6 +54,13 @@ def test_engine_options_select_the_shared_engine(tiny_model_dir) -> None:
     assert llm.engine.prefix_cache is None
 
 
+async def test_first_async_call_loads_the_engine_off_the_loop(tiny_model_dir, tiny_engine) -> None:
+    llm = HermesLLM(model=str(tiny_model_dir), max_new_tokens=4)
+    assert llm._engine is None
+    response = await llm.achat(USER)
+    assert llm._engine is tiny_engine and response.raw["usage"]["completion_tokens"] <= 4
+
+
 def test_context_window_override_before_loading(tiny_model_dir) -> None:
     assert HermesLLM(model=str(tiny_model_dir), context_window=512).metadata.context_window == 512
 
