@@ -348,6 +348,24 @@ def test_delimiter_tokens_cannot_hide_inside_arguments(tiny):
     assert matcher.accept_token(close_id) is not cache.delimiters.single_tokens
 
 
+@pytest.mark.parametrize("grammar_of", ["bounded tool argument", "bounded JSON-mode field"])
+def test_bounded_strings_reject_raw_control_characters(tiny, grammar_of):
+    """xgrammar 0.2.8 lets maxLength strings hold raw U+0000-U+001F; the grammar module must forbid them."""
+    cache = tiny[2]
+    if grammar_of == "bounded tool argument":
+        grammar = cache.for_tools([SHORT_STOCK], REQUIRED, True)
+        prefix = cache.delimiters.open + '\n{"name": "get_stock_fundamentals", "arguments": {"symbol": "'
+    else:
+        grammar = cache.for_json(Person.model_json_schema())
+        prefix = '{"name": "'
+    for bad in ["\x01", "\x02", "\x03", "\x1f"]:
+        matcher = xgr.GrammarMatcher(grammar)
+        assert matcher.accept_string(prefix + "ab")
+        assert not matcher.accept_string(bad), repr(bad)
+    matcher = xgr.GrammarMatcher(grammar)
+    assert matcher.accept_string(prefix + 'ab"')  # ordinary characters still are
+
+
 def test_parallel_off_allows_exactly_one_call(tiny):
     grammar = tiny[2].for_tools(TOOLS, REQUIRED, False)
     assert accepts(grammar, call(tiny, NAME_FIRST))
