@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -96,6 +97,28 @@ class _CancelCriteria:
         return torch.full(
             (input_ids.shape[0],), self._cancel.is_set(), dtype=torch.bool, device=input_ids.device
         )
+
+
+class _StopStringCriteria:
+    """Stops ``generate`` once the decoded tail of the output contains a stop sequence.
+
+    transformers' own ``stop_strings`` precomputes tables over the whole vocabulary for every
+    request (0.4-1 s for a 49k vocabulary); decoding the last few tokens per step costs microseconds.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int) -> None:
+        self._tokenizer = tokenizer
+        self._stops = list(stops)
+        self._window = max(len(s) for s in stops) + 2
+        self._prompt_length = prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        tail_ids = input_ids[0, max(self._prompt_length, input_ids.shape[1] - self._window) :].tolist()
+        tail = self._tokenizer.decode(tail_ids, skip_special_tokens=False)
+        hit = any(stop in tail for stop in self._stops)
+        return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
 
 
 class _TokenStreamer:
@@ -230,6 +253,10 @@ class HermesEngine:
         if nucleus is not None and not 0 < nucleus <= 1:
             raise UnsupportedOptionError(f"top_p must be in (0, 1], got {nucleus}.")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if not json_mode:
+            # A tool result is never the model's to write: small models imitate the tool turn
+            # (`<tool_response>{...}`) as prose, which agents would take as the final answer.
+            stops.append(TOOL_RESPONSE_TAG)
         return _Request(prompt_ids, specs, json_mode, grammar, budget, temp, nucleus, stops, seed)
 
     # ---------------------------------------------------------------- generate
@@ -258,7 +285,6 @@ class HermesEngine:
                 repetition_penalty=None,
                 eos_token_id=self.stop_token_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
-                stop_strings=req.stop or None,
                 return_dict_in_generate=True,
                 output_scores=False,
             )
@@ -267,6 +293,9 @@ class HermesEngine:
                 processors.append(self._grammars().logits_processor(req.grammar))
             if sampling and req.seed is not None:
                 torch.manual_seed(req.seed)
+            criteria: list[Any] = [_CancelCriteria(cancel)]
+            if req.stop:
+                criteria.append(_StopStringCriteria(self.tokenizer, req.stop, len(req.prompt_ids)))
             input_ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.model.device)
             with torch.inference_mode():
                 output = self.model.generate(
@@ -274,10 +303,9 @@ class HermesEngine:
                     attention_mask=torch.ones_like(input_ids),
                     generation_config=config,
                     logits_processor=processors,
-                    stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                    stopping_criteria=StoppingCriteriaList(criteria),
                     streamer=_TokenStreamer(on_token) if on_token is not None else None,
                     **{_cache_argument_name(): hit.cache if hit is not None else None},
-                    tokenizer=self.tokenizer if req.stop else None,
                 )
             new_ids = output.sequences[0, len(req.prompt_ids) :].tolist()
             kv_cache = getattr(output, _cache_argument_name(), None)
@@ -470,6 +498,7 @@ class _Failure:
 
 
 _END = object()
+TOOL_RESPONSE_TAG = "<tool_response>"
 
 
 def _response_schema(response_format: Any) -> dict[str, Any] | None:
@@ -550,8 +579,17 @@ def _load_shared(model: Any, **load_options: Any) -> Any:
 
 
 def get_engine(model: Any = None, **options: Any) -> HermesEngine:
-    """Process-wide shared engine for ``model`` and ``options`` (weights are loaded only once)."""
-    key = (_model_key(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    """Process-wide shared engine for ``model`` and ``options`` (weights are loaded only once).
+
+    Options are keyed with ``load_engine``'s defaults filled in, so ``get_engine(m)`` and
+    ``get_engine(m, quantization=None)`` return the same engine.
+    """
+    bound = inspect.signature(load_engine).bind(model, **options)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    arguments.update(arguments.pop("load_options", {}))
+    arguments.pop("model")
+    key = (_model_key(model), tuple(sorted((k, repr(v)) for k, v in arguments.items())))
     with _REGISTRY_LOCK:
         engine = _ENGINES.get(key)
     if engine is None:

@@ -271,3 +271,19 @@ def test_get_engine_shares_weights(tiny_model_dir):
     c = get_engine(str(tiny_model_dir), constrained=False)
     assert a is b
     assert c is not a and c.model is a.model
+
+
+def test_get_engine_keys_fill_in_defaults(tiny_model_dir):
+    from hermes_core import get_engine
+
+    assert get_engine(str(tiny_model_dir)) is get_engine(
+        str(tiny_model_dir), quantization=None, constrained=True
+    )
+
+
+def test_model_imitating_a_tool_turn_is_stopped(engine):
+    from hermes_core.engine import TOOL_RESPONSE_TAG
+
+    request = engine._prepare(ASK, tools=[WEATHER_TOOL], stop=["END"])
+    assert request.stop == ["END", TOOL_RESPONSE_TAG]
+    assert engine._prepare(ASK, response_format={"type": "json_object"}).stop == []
