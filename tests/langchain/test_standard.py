@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,12 +48,29 @@ class TestChatHermesUnit(ChatModelUnitTests):
         return "NousResearch/Hermes-3-Llama-3.1-8B"
 
 
+OVERRIDE_MODEL = "tiny-chatml-override"
+
+# Generation budget per test (every token costs CPU time): enough for one forced call of the
+# suite's small tools; more where the expected answer is longer (CJK names take many tokens).
+DEFAULT_BUDGET = 32
+BUDGETS = {
+    "test_unicode_tool_call_integration": 72,
+    "test_structured_output": 48,
+    "test_structured_output_async": 48,
+    "test_structured_output_pydantic_2_v1": 48,
+    "test_structured_output_optional_param": 48,
+    "test_json_mode": 48,
+}
+
+
 @functools.cache
-def _tiny_model_path() -> str:
-    """A second (tiny, random) local model, so the per-call ``model=`` override has something to load."""
+def _override_model_parent() -> Path:
+    """Folder holding a second (tiny, random) local model for the per-call ``model=`` override tests."""
     from tests.tiny_model import build_tiny_model
 
-    return str(build_tiny_model(tempfile.mkdtemp(prefix="tiny-chatml-override-")))
+    parent = Path(tempfile.mkdtemp(prefix="hermes-override-"))
+    build_tiny_model(parent / OVERRIDE_MODEL)
+    return parent
 
 
 @pytest.mark.slow
@@ -65,7 +83,14 @@ class TestChatHermesIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"max_tokens": 48}
+        return {"max_tokens": DEFAULT_BUDGET}
+
+    @pytest.fixture
+    def model(self, request: pytest.FixtureRequest) -> ChatHermes:
+        """The suite's model fixture, with this test's generation budget."""
+        extra = getattr(request, "param", None) or {}
+        budget = BUDGETS.get(request.node.originalname, DEFAULT_BUDGET)
+        return self.chat_model_class(**{**self.chat_model_params, "max_tokens": budget, **extra})
 
     @property
     def has_tool_choice(self) -> bool:
@@ -111,6 +136,16 @@ class TestChatHermesIntegration(ChatModelIntegrationTests):
     def supports_pdf_tool_message(self) -> bool:
         return False
 
+    @pytest.fixture(autouse=True)
+    def _override_model_by_relative_path(self, request: pytest.FixtureRequest, monkeypatch) -> None:
+        """The override tests pass ``model=OVERRIDE_MODEL``, a relative path to a second local model.
+
+        A local model is reported by its folder name, and those tests check that the name they
+        passed appears in ``model_name``, so the override is given relative to the working folder.
+        """
+        if "model_override" in request.node.name:
+            monkeypatch.chdir(_override_model_parent())
+
     @property
     def model_override_value(self) -> str:
-        return _tiny_model_path()
+        return OVERRIDE_MODEL
