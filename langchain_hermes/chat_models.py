@@ -8,6 +8,7 @@ Trace of one call: ``invoke`` -> ``ChatHermes._generate`` -> ``to_core_messages`
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.loading import EMBEDDED_NAME
@@ -90,6 +91,17 @@ class ChatHermes(BaseChatModel):
                 "(plus LangChain's common ones such as callbacks, tags and output_version)."
             )
         return values
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        """Accept ``pathlib.Path`` for a local model; point loaded objects to ``engine=``."""
+        if isinstance(value, tuple):
+            raise ValueError(
+                "model takes a path or Hugging Face id; for an already-loaded (model, tokenizer) pair pass "
+                "engine=hermes_core.get_engine((model, tokenizer)) instead."
+            )
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     # ---------------------------------------------------------------- identity
     @property

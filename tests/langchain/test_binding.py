@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -65,6 +66,12 @@ def test_construction_does_not_load_a_model():
     assert llm._get_ls_params()["ls_model_name"] == "SmolLM2-135M-Instruct"
     assert ChatHermes(max_tokens=7).max_new_tokens == 7
     assert ChatHermes(max_new_tokens=9).max_new_tokens == 9
+
+
+def test_model_accepts_a_path_and_points_loaded_objects_to_engine():
+    assert ChatHermes(model=Path("/models/hermes")).model == "/models/hermes"
+    with pytest.raises(ValueError, match=r"engine=hermes_core.get_engine\(\(model, tokenizer\)\)"):
+        ChatHermes(model=(object(), object()))
 
 
 @pytest.mark.parametrize("key", ["api_key", "timeout", "max_retries", "base_url"])
