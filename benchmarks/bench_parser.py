@@ -40,19 +40,7 @@ def reference_parse(text: str) -> ParsedResponse:
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
     for body in _BLOCK.findall(text):
-        body = body.strip()
-        try:
-            value = json.loads(body)
-        except ValueError:
-            try:
-                value = ast.literal_eval(body)
-            except (ValueError, SyntaxError) as exc:
-                invalid.append(InvalidToolCall(raw=body, error=str(exc)))
-                continue
-        if isinstance(value, dict) and isinstance(value.get("name"), str):
-            calls.append(ToolCall(name=value["name"], arguments=value.get("arguments") or {}))
-        else:
-            invalid.append(InvalidToolCall(raw=body, error="not a call object"))
+        _decode_call(body.strip(), calls, invalid)
     return ParsedResponse(content=_BLOCK.sub("", text).strip(), tool_calls=calls, invalid_tool_calls=invalid)
 
 
