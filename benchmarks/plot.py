@@ -1,0 +1,127 @@
+"""Draw the performance summary plot (docs/img/performance.png) from benchmarks/figures.json.
+
+Usage: ``.venv/bin/python benchmarks/plot.py [--data benchmarks/figures.json] [--out docs/img/performance.png]``.
+The figures are transcribed from the benchmark docs (each section names its ``source``); after
+rerunning a benchmark and updating its doc, update ``figures.json`` and rerun this script.
+Needs matplotlib (in the ``dev`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "figures.json"
+OUT = ROOT / "docs" / "img" / "performance.png"
+COLORS = ["#3949ab", "#8e24aa", "#9e9e9e", "#616161"]
+
+
+def load_figures(path: Path) -> dict[str, Any]:
+    """Read the figures file and check it has the sections the plot needs."""
+    figures = json.loads(path.read_text(encoding="utf-8"))
+    for section in ("parser", "grammar_compile", "grammar_decode"):
+        if section not in figures:
+            raise SystemExit(f"plot.py: {path} has no {section!r} section; see the file's 'about' entry.")
+    series = figures["parser"]["series"]
+    for shape, values in figures["parser"]["shapes"].items():
+        if len(values) != len(series):
+            raise SystemExit(
+                f"plot.py: parser shape {shape!r} has {len(values)} values for {len(series)} series."
+            )
+    return figures
+
+
+def _parser_panel(ax: Any, parser: dict[str, Any]) -> None:
+    """Grouped bars: parser throughput per output shape, ours (whole, stream) against the references."""
+    shapes = list(parser["shapes"])
+    series = parser["series"]
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(shapes))]
+        ax.bar(xs, [parser["shapes"][s][i] for s in shapes], width, label=name, color=COLORS[i % len(COLORS)])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(shapes)), [s.replace("_", "\n") for s in shapes], fontsize=8)
+    ax.set_ylabel(f"throughput ({parser['unit']}, log)")
+    ax.set_title("Tool-call parser throughput (higher is better)", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+
+
+def _compile_panel(ax: Any, compile_: dict[str, Any]) -> None:
+    """Horizontal range bars: grammar compile times (min-max across runs)."""
+    rows = list(compile_["rows"].items())
+    for y, (_label, (low, high)) in enumerate(rows):
+        ax.barh(y, high - low if high > low else low * 0.08, left=low, height=0.5, color=COLORS[0])
+        ax.text(high * 1.15, y, f"{low:g}-{high:g}" if high > low else f"{low:g}", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(0.03, 3000)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"compile time ({compile_['unit']}, log; cached after the first use)")
+    ax.set_title("Grammar compile cost (xgrammar)", fontsize=10)
+
+
+def _decode_panel(ax: Any, decode: dict[str, Any]) -> None:
+    """Per-token cost of the grammar processor against a decode step of the embedded model."""
+    rows = list(decode["rows"].items())
+    step = decode["uncontended_step_ms"]
+    for y, (_label, row) in enumerate(rows):
+        high = max(row["processor"])
+        ax.barh(y, high, height=0.5, color=COLORS[1])
+        share = 100 * high / step
+        shown = f"{share:.1f}%" if share >= 0.1 else "<0.1%"
+        ax.text(high * 1.15, y, f"{high:g} ms ({shown} of a step)", va="center", fontsize=8)
+    ax.axvline(step, color="#c62828", linestyle="--")
+    label = f"one decode step, ~{step} ms (135M, 1 thread)"
+    ax.text(step * 1.2, (len(rows) - 1) / 2, label, rotation=90, va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(0.005, 300)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"processor cost ({decode['unit']}, worst measured, log)")
+    ax.set_title("Constrained decoding: cost per token", fontsize=10)
+
+
+def plot(figures: dict[str, Any], out: Path) -> Path:
+    """Draw the three panels into ``out`` (PNG) and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(11, 8.5), dpi=100)
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.1, 1])
+    _parser_panel(fig.add_subplot(grid[0, :]), figures["parser"])
+    _compile_panel(fig.add_subplot(grid[1, 0]), figures["grammar_compile"])
+    _decode_panel(fig.add_subplot(grid[1, 1]), figures["grammar_decode"])
+    sources = sorted({figures[s]["source"] for s in ("parser", "grammar_compile", "grammar_decode")})
+    fig.text(
+        0.01,
+        0.005,
+        f"Data: benchmarks/figures.json, from {', '.join(sources)}. Shared 2-core CPU VM.",
+        fontsize=7,
+    )
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    """Command-line entry: read the figures, write the PNG, say where."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help=f"figures file (default {DATA.relative_to(ROOT)})"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"PNG to write (default {OUT.relative_to(ROOT)})"
+    )
+    args = parser.parse_args()
+    print(f"wrote {plot(load_figures(args.data), args.out)}")
+
+
+if __name__ == "__main__":
+    main()
