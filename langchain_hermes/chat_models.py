@@ -134,11 +134,10 @@ class ChatHermes(BaseChatModel):
         return params
 
     def _model_label(self) -> str:
-        """The model's name without loading it."""
-        engine = self.engine or self._engine
-        if engine is not None:
-            return str(engine.model_name)
-        return str(self.model) if self.model is not None else EMBEDDED_NAME
+        """The configured model's name, without loading it (stable, so LangChain's cache keys are too)."""
+        if self.engine is not None:
+            return str(self.engine.model_name)
+        return self.model if self.model is not None else EMBEDDED_NAME
 
     # ----------------------------------------------------------------- engine
     def _load_options(self) -> dict[str, Any]:
@@ -167,8 +166,10 @@ class ChatHermes(BaseChatModel):
 
     async def _aget_engine(self, model: str | None = None) -> Any:
         """``_get_engine`` without blocking the event loop while weights load."""
-        if model is None and (self.engine is not None or self._engine is not None):
-            return self.engine or self._engine
+        if model is None and self.engine is not None:
+            return self.engine
+        if model is None and self._engine is not None:
+            return self._engine
         return await asyncio.to_thread(self._get_engine, model)
 
     def _call_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +273,7 @@ class ChatHermes(BaseChatModel):
 
     def with_structured_output(
         self,
-        schema: dict[str, Any] | type,
+        schema: dict[str, Any] | type | None,
         *,
         method: StructuredMethod = "json_schema",
         include_raw: bool = False,
@@ -283,7 +284,7 @@ class ChatHermes(BaseChatModel):
 
         ``method``: ``"json_schema"`` (default; grammar-enforced JSON mode for the schema),
         ``"function_calling"`` (the schema bound as a forced tool) or ``"json_mode"`` (any JSON
-        object; describe the keys in the prompt).
+        object; describe the keys in the prompt; ``schema`` may be None for a plain dict).
         """
         if kwargs:
             raise UnsupportedOptionError(
