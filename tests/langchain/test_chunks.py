@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
 from hermes_core import GenerationResult, Message, ToolCallStreamParser, Usage, get_engine
-from langchain_hermes._chunks import event_to_chunk
+from langchain_hermes._chunks import ChunkBuilder, event_to_chunk
 from langchain_hermes._messages import to_ai_message
 
 WEATHER = {
@@ -147,3 +147,31 @@ def test_deltas_are_not_forwarded():
     assert [event_to_chunk(e) for e in events if e.type == "tool_call_delta"] == [None] * sum(
         e.type == "tool_call_delta" for e in events
     )
+
+
+def test_v1_blocks_of_text_and_calls_never_merge_into_each_other():
+    """With ``output_version="v1"`` LangChain turns each chunk into content blocks and merges them by index."""
+    text = (
+        'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>\nDone.'
+    )
+    events = _crafted_events(text, piece=4)
+    builder = ChunkBuilder(v1=True)
+    total = None
+    for event in events:
+        chunk = builder.chunk(event)
+        if chunk is None:
+            continue
+        # what LangChain does to every chunk of a v1 stream
+        message = chunk.message.model_copy(
+            update={"content": chunk.message.content_blocks, "response_metadata": {"output_version": "v1"}}
+        )
+        total = message if total is None else total + message
+    blocks = [(b["type"], b.get("text"), (b.get("args") or {}).get("city")) for b in total.content_blocks]
+    assert blocks == [
+        ("text", "Sure.", None),
+        ("tool_call", None, "Paris"),
+        ("tool_call", None, "Oslo"),
+        ("text", "\nDone.", None),
+    ]
+    assert [c["args"]["city"] for c in total.tool_calls] == ["Paris", "Oslo"]
