@@ -262,9 +262,7 @@ class ChatSession:
             choice = self.args.tool_choice if round_index == 0 else "auto"
             if round_index >= self.args.max_tool_rounds:
                 choice = "none"
-            options.update(
-                tools=self.tools, tool_choice=choice, parallel_tool_calls=not self.args.no_parallel
-            )
+            options.update(tools=self.tools, tool_choice=choice, parallel_tool_calls=self.args.parallel)
         return options
 
     def ask(self, question: str) -> Any:
@@ -384,9 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"at most N rounds of tool calls per question, then the model must answer (default {DEFAULT_MAX_TOOL_ROUNDS})",
     )
     parser.add_argument(
-        "--no-parallel",
+        "--parallel",
         action="store_true",
-        help="at most one tool call per model turn (default: several allowed)",
+        help="allow several tool calls per model turn (default: one, which small models need)",
     )
     parser.add_argument(
         "--json-schema",

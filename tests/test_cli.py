@@ -67,6 +67,7 @@ def test_help_explains_modes_options_and_exit_codes() -> None:
         "--temperature",
         "--no-constrain",
         "--max-tool-rounds",
+        "--parallel",
     ):
         assert option in text
     assert "interactive" in text and "embedded SmolLM2-135M-Instruct" in text
@@ -205,6 +206,21 @@ def test_run_tool_coerces_arguments_to_hinted_types() -> None:
     assert not ok and "ValidationError" in value
 
 
+def test_tool_choice_per_round_and_parallel_default() -> None:
+    """The first round uses --tool-choice, later rounds auto, the last round must answer; one call per turn."""
+    tools = cli.load_tools(str(TOOLS_FILE))
+    args = cli.build_parser().parse_args(["--tool-choice", "required", "--max-tool-rounds", "2", "q"])
+    session = cli.ChatSession(engine=None, args=args, tools=tools, out=io.StringIO())
+    rounds = [session._options(i) for i in range(3)]
+    assert [r["tool_choice"] for r in rounds] == ["required", "auto", "none"]
+    assert all(r["parallel_tool_calls"] is False for r in rounds)
+    assert session.history[0].role == "system"  # the tool-use hint small models need
+    parallel = cli.build_parser().parse_args(["--parallel", "--system", "Be brief.", "q"])
+    session = cli.ChatSession(engine=None, args=parallel, tools=tools, out=io.StringIO())
+    assert session._options(0)["parallel_tool_calls"] is True
+    assert session.history[0].content == "Be brief."
+
+
 def test_format_call_is_readable() -> None:
     call = SimpleNamespace(name="get_weather", arguments={"city": "Paris", "days": 2})
     assert cli.format_call(call) == 'get_weather(city="Paris", days=2)'
@@ -217,7 +233,6 @@ def test_one_shot_with_example_tools_calls_and_runs_a_tool() -> None:
         str(TOOLS_FILE),
         "--tool-choice",
         "required",
-        "--no-parallel",
         "--max-tool-rounds",
         "1",
         "--max-new-tokens",
@@ -262,7 +277,6 @@ def test_interactive_session_streams_tool_calls_and_keeps_going(capsys: pytest.C
             str(TOOLS_FILE),
             "--tool-choice",
             "get_weather",
-            "--no-parallel",
             "--stream",
             "--max-tool-rounds",
             "1",
