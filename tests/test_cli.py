@@ -303,3 +303,9 @@ def test_demo_prints_call_result_and_answer(capsys: pytest.CaptureFixture[str]) 
     assert '-> {"condition": "sunny", "temperature": "22 °C"}' in out  # the tool really ran
     answer = next(line for line in out.splitlines() if line.strip().startswith("assistant:"))
     assert len(answer.split("assistant:", 1)[1].strip()) > 10
+
+
+def test_demo_reports_a_missing_model_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--model", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hermes-demo: error:") and "no-model" in err[0]
