@@ -19,7 +19,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hermes_core.cli import first_run_note, format_call, format_result, run_tool, tool_content
+from hermes_core.cli import (
+    configure_threads,
+    first_run_note,
+    format_call,
+    format_result,
+    run_tool,
+    tool_content,
+)
 from hermes_core.errors import HermesError
 
 PROG = "hermes-demo"
@@ -87,6 +94,7 @@ def run_demo(
     model: str | None = None,
     quantization: str | None = None,
     max_new_tokens: int = 64,
+    threads: int | None = None,
 ) -> int:
     """Run the four steps and print them; returns the exit status (0 when a tool ran and the model answered)."""
     from hermes_core.engine import load_engine
@@ -101,6 +109,7 @@ def run_demo(
     print(f"model: {label}")
 
     _step(1, "Load the model")
+    configure_threads(model, threads)
     note = first_run_note(model)
     if note:
         _show(note)
@@ -161,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-new-tokens", type=int, default=64, metavar="N", help="per model turn (default 64)"
     )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="torch CPU threads (default: 1 for the embedded model)"
+    )
     return parser
 
 
@@ -173,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
             quantization=args.quantization,
             max_new_tokens=args.max_new_tokens,
+            threads=args.threads,
         )
     except HermesError as exc:
         print(f"{PROG}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)

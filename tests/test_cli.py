@@ -68,6 +68,7 @@ def test_help_explains_modes_options_and_exit_codes() -> None:
         "--no-constrain",
         "--max-tool-rounds",
         "--parallel",
+        "--threads",
     ):
         assert option in text
     assert "interactive" in text and "embedded SmolLM2-135M-Instruct" in text
@@ -219,6 +220,24 @@ def test_tool_choice_per_round_and_parallel_default() -> None:
     session = cli.ChatSession(engine=None, args=parallel, tools=tools, out=io.StringIO())
     assert session._options(0)["parallel_tool_calls"] is True
     assert session.history[0].content == "Be brief."
+
+
+def test_threads_default_to_one_for_the_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert cli.configure_threads(None, None) == 1  # embedded model: one thread
+        torch.set_num_threads(2)
+        assert cli.configure_threads("some/model", None) == 2  # real model: torch's choice stays
+        assert cli.configure_threads("some/model", 3) == 3  # --threads wins
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert cli.configure_threads(None, None) == 2  # the user's OMP_NUM_THREADS is respected
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_format_call_is_readable() -> None:
