@@ -59,6 +59,7 @@ class _Request:
     max_new_tokens: int
     temperature: float
     top_p: float | None
+    repetition_penalty: float | None
     stop: list[str]
     seed: int | None
 
@@ -152,6 +153,7 @@ class HermesEngine:
         max_new_tokens: int = 512,
         temperature: float = 0.0,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -163,6 +165,7 @@ class HermesEngine:
         self.default_max_new_tokens = max_new_tokens
         self.default_temperature = temperature
         self.default_top_p = top_p
+        self.default_repetition_penalty = repetition_penalty
         self.prefix_cache: PrefixCache | None = PrefixCache(prefix_cache_size) if prefix_cache else None
         self.stats = EngineStats()
         self._lock = _lock_for(self.model)
@@ -198,6 +201,7 @@ class HermesEngine:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
         stop: Sequence[str] | str | None = None,
         seed: int | None = None,
         constrained: bool | None = None,
@@ -241,7 +245,10 @@ class HermesEngine:
                         None if schema.get("type") == "json_object" else schema
                     )
                 elif specs_offered:
-                    grammar = self._grammars().for_tools(specs_offered, choice, parallel_tool_calls)
+                    # Forcing a named tool means one call of it (as OpenAI's named tool_choice does);
+                    # small models otherwise repeat the forced call until the token budget runs out.
+                    parallel = parallel_tool_calls and choice.tool_name is None
+                    grammar = self._grammars().for_tools(specs_offered, choice, parallel)
         budget = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if budget < 1:
             raise UnsupportedOptionError(f"max_new_tokens must be at least 1, got {budget}.")
@@ -252,12 +259,15 @@ class HermesEngine:
         nucleus = self.default_top_p if top_p is None else float(top_p)
         if nucleus is not None and not 0 < nucleus <= 1:
             raise UnsupportedOptionError(f"top_p must be in (0, 1], got {nucleus}.")
+        penalty = self.default_repetition_penalty if repetition_penalty is None else float(repetition_penalty)
+        if penalty is not None and penalty <= 0:
+            raise UnsupportedOptionError(f"repetition_penalty must be > 0 (1.0 = off), got {penalty}.")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if not json_mode:
             # A tool result is never the model's to write: small models imitate the tool turn
             # (`<tool_response>{...}`) as prose, which agents would take as the final answer.
             stops.append(TOOL_RESPONSE_TAG)
-        return _Request(prompt_ids, specs, json_mode, grammar, budget, temp, nucleus, stops, seed)
+        return _Request(prompt_ids, specs, json_mode, grammar, budget, temp, nucleus, penalty, stops, seed)
 
     # ---------------------------------------------------------------- generate
     def _run_generate(
@@ -282,7 +292,7 @@ class HermesEngine:
                 temperature=req.temperature if sampling else None,
                 top_p=req.top_p if sampling else None,
                 top_k=None,
-                repetition_penalty=None,
+                repetition_penalty=req.repetition_penalty,
                 eos_token_id=self.stop_token_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
                 return_dict_in_generate=True,
@@ -532,6 +542,7 @@ def load_engine(
     max_new_tokens: int = 512,
     temperature: float = 0.0,
     top_p: float | None = None,
+    repetition_penalty: float | None = None,
     **load_options: Any,
 ) -> HermesEngine:
     """Load ``model`` (None = the embedded SmolLM2) and wrap it in a new engine.
@@ -550,6 +561,7 @@ def load_engine(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
+        repetition_penalty=repetition_penalty,
     )
 
 

@@ -16,6 +16,7 @@ ENGINE_OPTIONS = frozenset(
         "max_new_tokens",
         "temperature",
         "top_p",
+        "repetition_penalty",
         "seed",
         "constrained",
     }

@@ -50,7 +50,10 @@ def structured_output_runnable(
             else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
         )
     else:
-        response_format = _json_schema(schema, strict) if method == "json_schema" else {"type": "json_object"}
+        # json_mode with a schema: the Hermes JSON-mode prompt is the `<schema>` prompt, so the schema
+        # the caller already gave is written there and enforced, as json_schema does. Without a
+        # schema, json_mode means any JSON object.
+        response_format = _json_schema(schema, strict) if schema is not None else {"type": "json_object"}
         bound = llm.bind(response_format=response_format, **trace)
         parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
     if not include_raw:

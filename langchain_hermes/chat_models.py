@@ -58,6 +58,8 @@ class ChatHermes(BaseChatModel):
     """Sampling temperature; 0 decodes greedily."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     """Nucleus sampling mass (with temperature > 0)."""
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    """Penalty for repeating tokens (1.0 = off); small models loop less with ~1.2."""
     stop: list[str] | None = None
     """Stop sequences; output is cut before the first one."""
     seed: int | None = None
@@ -116,6 +118,7 @@ class ChatHermes(BaseChatModel):
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
             "constrained": self.constrained,
         }
@@ -178,6 +181,7 @@ class ChatHermes(BaseChatModel):
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
             "constrained": self.constrained,
             "stop": self.stop or None,

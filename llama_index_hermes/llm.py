@@ -71,6 +71,7 @@ CALL_OPTIONS = frozenset(
         "max_new_tokens",
         "temperature",
         "top_p",
+        "repetition_penalty",
         "stop",
         "seed",
         "constrained",
@@ -100,6 +101,11 @@ class HermesLLM(FunctionCallingLLM):
     max_new_tokens: int = Field(default=512, gt=0, description="Most tokens one response may generate.")
     temperature: float = Field(default=0.0, ge=0.0, description="0 decodes greedily; above 0 samples.")
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    repetition_penalty: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Penalty for repeating tokens (1.0 = off); small models loop less with ~1.2.",
+    )
     stop: list[str] | None = Field(default=None, description="Extra stop sequences.")
     seed: int | None = Field(default=None, description="Sampling seed for reproducible runs.")
     constrained: bool = Field(default=True, description="Enforce tool-call / JSON grammars while decoding.")
@@ -197,6 +203,7 @@ class HermesLLM(FunctionCallingLLM):
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
             "stop": self.stop,
             "seed": self.seed,
             "constrained": self.constrained,

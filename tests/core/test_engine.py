@@ -287,3 +287,24 @@ def test_model_imitating_a_tool_turn_is_stopped(engine):
     request = engine._prepare(ASK, tools=[WEATHER_TOOL], stop=["END"])
     assert request.stop == ["END", TOOL_RESPONSE_TAG]
     assert engine._prepare(ASK, response_format={"type": "json_object"}).stop == []
+
+
+def test_a_forced_named_tool_is_called_once(engine):
+    for seed in range(3):
+        result = engine.generate(
+            ASK,
+            tools=[WEATHER_TOOL, TIME_TOOL],
+            tool_choice="get_time",
+            max_new_tokens=80,
+            temperature=1.0,
+            seed=seed,
+        )
+        assert len(result.tool_calls) + len(result.invalid_tool_calls) == 1
+
+
+def test_repetition_penalty_is_applied_and_checked(engine):
+    plain = engine.generate(ASK, max_new_tokens=30, temperature=0.0, constrained=False)
+    penalised = engine.generate(ASK, max_new_tokens=30, repetition_penalty=1.8, constrained=False)
+    assert penalised.raw_text != plain.raw_text
+    with pytest.raises(UnsupportedOptionError, match="repetition_penalty"):
+        engine.generate(ASK, repetition_penalty=0)

@@ -186,9 +186,11 @@ def test_structured_output_function_calling_forces_the_schema_tool():
     )
 
 
-def test_structured_output_json_mode_asks_for_any_json_object():
+def test_structured_output_json_mode_uses_a_given_schema_else_any_json_object():
     chain = ChatHermes().with_structured_output(Person, method="json_mode")
-    assert _bound_kwargs(chain.first)["response_format"] == {"type": "json_object"}
+    assert _bound_kwargs(chain.first)["response_format"]["properties"].keys() == Person.model_fields.keys()
+    schemaless = ChatHermes().with_structured_output(None, method="json_mode")
+    assert _bound_kwargs(schemaless.first)["response_format"] == {"type": "json_object"}
     assert ChatHermes().with_structured_output(None, method="json_mode") is not None
 
 
