@@ -273,6 +273,8 @@ class ChatSession:
             "max_new_tokens": self.args.max_new_tokens,
             "temperature": self.args.temperature,
         }
+        if self.args.repetition_penalty is not None:
+            options["repetition_penalty"] = self.args.repetition_penalty
         if self.args.json_schema is not None:
             options["response_format"] = self.args.json_schema
         elif self.tools:
@@ -436,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=0.0, help="sampling temperature; 0 (default) decodes greedily"
     )
     parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        metavar="X",
+        help="above 1.0 (about 1.2) discourages repeating tokens; helps small models that loop (default off)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         metavar="N",
@@ -460,6 +468,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--max-tool-rounds must be 0 or more.")
     if args.temperature < 0:
         parser.error("--temperature must be 0 or more.")
+    if args.repetition_penalty is not None and args.repetition_penalty <= 0:
+        parser.error("--repetition-penalty must be above 0 (1.0 = off).")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1.")
 

@@ -69,6 +69,7 @@ def test_help_explains_modes_options_and_exit_codes() -> None:
         "--max-tool-rounds",
         "--parallel",
         "--threads",
+        "--repetition-penalty",
     ):
         assert option in text
     assert "interactive" in text and "embedded SmolLM2-135M-Instruct" in text
@@ -219,6 +220,10 @@ def test_tool_choice_per_round_and_parallel_default() -> None:
     parallel = cli.build_parser().parse_args(["--parallel", "--system", "Be brief.", "q"])
     session = cli.ChatSession(engine=None, args=parallel, tools=tools, out=io.StringIO())
     assert session._options(0)["parallel_tool_calls"] is True
+    assert "repetition_penalty" not in session._options(0)  # engine default unless asked
+    penalised = cli.build_parser().parse_args(["--repetition-penalty", "1.2", "q"])
+    options = cli.ChatSession(engine=None, args=penalised, tools=tools, out=io.StringIO())._options(0)
+    assert options["repetition_penalty"] == 1.2
     assert session.history[0].content == "Be brief."
 
 
