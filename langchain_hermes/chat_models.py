@@ -75,6 +75,14 @@ class ChatHermes(BaseChatModel):
 
     _engine: Any = PrivateAttr(default=None)
 
+    def __init__(self, model: Any = None, /, **kwargs: Any) -> None:
+        """Accept the model positionally too: ``ChatHermes("NousResearch/Hermes-2-Pro-Llama-3-8B")``."""
+        if model is not None:
+            if "model" in kwargs:
+                raise ValueError("ChatHermes got the model twice (positionally and as model=); pass it once.")
+            kwargs["model"] = model
+        super().__init__(**kwargs)
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_unknown_arguments(cls, values: Any) -> Any:

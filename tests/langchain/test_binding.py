@@ -201,3 +201,11 @@ def test_structured_output_errors_name_the_problem():
         ChatHermes().with_structured_output(None)
     with pytest.raises(UnsupportedOptionError, match="does not take 'tools'"):
         ChatHermes().with_structured_output(Person, tools=[])
+
+
+def test_model_can_be_given_positionally():
+    assert ChatHermes("NousResearch/Hermes-2-Pro-Llama-3-8B", quantization="4bit").model == (
+        "NousResearch/Hermes-2-Pro-Llama-3-8B"
+    )
+    with pytest.raises(ValueError, match="model twice"):
+        ChatHermes("a", model="b")
