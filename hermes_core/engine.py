@@ -502,6 +502,13 @@ class HermesEngine:
             cancel.set()
 
 
+REQUEST_OPTIONS: frozenset[str] = frozenset(inspect.signature(HermesEngine._prepare).parameters) - {
+    "self",
+    "messages",
+}
+"""Keyword options ``generate``/``stream`` accept per request; adapters check their kwargs against it."""
+
+
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error

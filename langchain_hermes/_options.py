@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hermes_core.engine import REQUEST_OPTIONS
 from hermes_core.errors import UnsupportedOptionError
 
-# Options the engine takes per call (``max_tokens`` is LangChain's name for ``max_new_tokens``).
-ENGINE_OPTIONS = frozenset(
-    {
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "max_new_tokens",
-        "temperature",
-        "top_p",
-        "repetition_penalty",
-        "seed",
-        "constrained",
-    }
-)
+# Options the engine takes per call (``stop`` arrives as LangChain's own argument; ``max_tokens``
+# is LangChain's name for ``max_new_tokens``).
+ENGINE_OPTIONS = REQUEST_OPTIONS - {"stop"}
 # Handled by ChatHermes itself (``model`` picks another model) or by LangChain before we see them.
 ADAPTER_OPTIONS = frozenset({"model", "max_tokens", "stream", "ls_structured_output_format"})
 SUPPORTED = ENGINE_OPTIONS | ADAPTER_OPTIONS

@@ -41,6 +41,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import PydanticProgramMode
 
+from hermes_core.engine import REQUEST_OPTIONS
 from hermes_core.errors import UnsupportedOptionError
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
@@ -61,22 +62,8 @@ if TYPE_CHECKING:
 
 dispatcher = instrument.get_dispatcher(__name__)
 
-# Per-call options ``chat`` & co. accept; each maps 1:1 onto ``HermesEngine.generate``.
-CALL_OPTIONS = frozenset(
-    {
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "max_new_tokens",
-        "temperature",
-        "top_p",
-        "repetition_penalty",
-        "stop",
-        "seed",
-        "constrained",
-    }
-)
+# Per-call options ``chat`` & co. accept: exactly the engine's per-request options.
+CALL_OPTIONS = REQUEST_OPTIONS
 
 
 class HermesLLM(FunctionCallingLLM):
