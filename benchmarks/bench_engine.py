@@ -2,7 +2,8 @@
 overhead, time to first token cold vs cached prefix, engine vs bare ``generate``, llama.cpp reference.
 
 Usage: ``.venv/bin/python benchmarks/bench_engine.py [--quick] [--threads N] [--configs fp32,bf16,...]``
-(``--help`` lists the rest). ``--quick`` takes a few minutes on 2 idle cores, the full run 10-20.
+(``--help`` lists the rest). On the shared 2-core dev machine ``--quick`` took 16 min (load 1.4-4.7) and
+the full run 19-21 min (load ~2); see docs/performance-engine.md.
 
 Method: every configuration is loaded into this one process and measured in interleaved rounds
 (A, B, C, A, B, C, ...) so that machine load hits each alike; figures are medians over the rounds and
