@@ -1,6 +1,6 @@
 """Does reusing a cached KV prefix change greedy output? Compared per dtype, warm vs cold engine.
 
-Run: ``.venv/bin/python benchmarks/prefix_cache_determinism.py``. For each dtype it fills the
+Run: ``.venv/bin/python benchmarks/prefix_cache_determinism.py``. For each configuration (fp32, bf16, NF4 with bf16) it fills the
 prefix cache with one turn, then generates the next turn with a warm engine and with an engine
 whose prefix cache is off, and counts how many outputs are identical.
 """
@@ -27,10 +27,18 @@ QUESTIONS = [
 ]
 
 
+CONFIGS = {
+    "float32": {"torch_dtype": "float32"},
+    "bfloat16": {"torch_dtype": "bfloat16"},
+    "nf4-bf16": {"quantization": "4bit", "torch_dtype": "bfloat16"},
+}
+
+
 def compare(dtype: str, max_new_tokens: int) -> tuple[int, int]:
-    """Return (identical, total) warm-vs-cold greedy outputs for ``dtype``."""
-    warm = load_engine(torch_dtype=dtype, max_new_tokens=max_new_tokens)
-    cold = load_engine(torch_dtype=dtype, max_new_tokens=max_new_tokens, prefix_cache=False)
+    """Return (identical, total) warm-vs-cold greedy outputs for the configuration ``dtype``."""
+    options = CONFIGS[dtype]
+    warm = load_engine(max_new_tokens=max_new_tokens, progress=False, **options)
+    cold = load_engine(max_new_tokens=max_new_tokens, prefix_cache=False, progress=False, **options)
     system = Message("system", "You are a helpful assistant that uses tools. " * 8)
     identical = 0
     for question in QUESTIONS:
@@ -50,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-new-tokens", type=int, default=40)
     args = parser.parse_args()
-    for dtype in ("float32", "bfloat16"):
+    for dtype in CONFIGS:
         same, total = compare(dtype, args.max_new_tokens)
         print(f"{dtype}: {same}/{total} warm outputs identical to cold")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.prefix_cache import PrefixCache
+from hermes_core.prefix_cache import PrefixCache, chunk_starts
 from hermes_core.types import GenerationResult, Message, ParsedResponse, StreamEvent, Usage
 
 
@@ -33,6 +33,12 @@ def _cache_argument_name() -> str:
     from transformers.generation.utils import GenerateDecoderOnlyOutput
 
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+
+def _logits_to_keep(model: Any) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model takes it: prefill chunks need no logits at all."""
+    accepts = "logits_to_keep" in inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if accepts else {}
 
 
 _MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -280,7 +286,8 @@ class HermesEngine:
         with self._lock:
             if cancel.is_set():
                 return _Generated([], cancelled=True, hit_stop_token=False)
-            hit = self.prefix_cache.take(req.prompt_ids) if self.prefix_cache is not None else None
+            starts = chunk_starts(req.prompt_ids, self.loaded.chat_tokens.im_start)
+            kv_cache, reused = self._prefill(req.prompt_ids, starts)
             sampling = req.temperature > 0
             config = copy.deepcopy(self.model.generation_config) if self.model.generation_config else None
             config = config or GenerationConfig()
@@ -315,13 +322,14 @@ class HermesEngine:
                     logits_processor=processors,
                     stopping_criteria=StoppingCriteriaList(criteria),
                     streamer=_TokenStreamer(on_token) if on_token is not None else None,
-                    **{_cache_argument_name(): hit.cache if hit is not None else None},
+                    **{_cache_argument_name(): kv_cache},
                 )
             new_ids = output.sequences[0, len(req.prompt_ids) :].tolist()
             kv_cache = getattr(output, _cache_argument_name(), None)
-            if self.prefix_cache is not None and kv_cache is not None:
-                self.prefix_cache.put(req.prompt_ids + new_ids, kv_cache)
-            reused = hit.length if hit is not None else 0
+            if self.prefix_cache is not None and kv_cache is not None and starts:
+                # Only whole prompt chunks are stored: the last chunk and the generated tokens were
+                # computed in shapes a later prompt would not reproduce.
+                self.prefix_cache.put(req.prompt_ids, kv_cache, starts[-1])
             self.stats.requests += 1
             self.stats.reused_prefix_tokens += reused
             self.stats.prompt_tokens += len(req.prompt_ids)
@@ -333,6 +341,38 @@ class HermesEngine:
             hit_stop_token=bool(new_ids) and new_ids[-1] in self.stop_token_ids,
             reused_prefix_tokens=reused,
         )
+
+    def _prefill(self, prompt_ids: list[int], starts: list[int]) -> tuple[Any, int]:
+        """KV of every prompt chunk but the last (reused from the prefix cache where possible).
+
+        Returns the cache (None when the prompt is a single chunk) and how many tokens came from
+        the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
+        """
+        import torch
+
+        hit = self.prefix_cache.take(prompt_ids, starts) if self.prefix_cache is not None else None
+        reused = hit.length if hit is not None else 0
+        pending = [start for start in starts if start > reused]
+        if not pending:
+            return (hit.cache if hit is not None else None), reused
+        if hit is not None:
+            cache = hit.cache
+        else:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+        done = reused
+        with torch.inference_mode():
+            for start in pending:
+                chunk = torch.tensor([prompt_ids[done:start]], dtype=torch.long, device=self.model.device)
+                self.model(
+                    input_ids=chunk,
+                    use_cache=True,
+                    **{_cache_argument_name(): cache},
+                    **_logits_to_keep(self.model),
+                )
+                done = start
+        return cache, reused
 
     def _finish(
         self, req: _Request, gen: _Generated, parsed: ParsedResponse, raw: str, stopped: bool

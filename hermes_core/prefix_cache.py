@@ -1,12 +1,18 @@
-"""Reuse of the KV cache across requests that share a token prefix.
+"""Reuse of the KV cache across requests that share a token prefix, without changing the output.
 
-Agent loops resend the same long system + tools prompt every turn, and each new turn usually
-extends the previous prompt plus the model's answer. After every generation the engine stores
-the KV cache of everything it computed; the next request takes the entry with the longest
-common token prefix, crops it to that prefix and only prefills the rest.
+Agent loops resend the same long system + tools prompt every turn, and each new turn extends the
+previous prompt. The engine prefills every prompt in chunks that start at each ChatML turn
+(``<|im_start|>``), so the KV of a turn boundary is always computed the same way, whether the
+turns before it came from this request or from the cache. Reusing it therefore gives the same
+tokens as a cold run in every dtype: low-precision kernels round differently for different
+chunk shapes, which is why reusing at arbitrary positions (or reusing generated tokens, which are
+computed one at a time) is not exact in bf16.
 
-Entries are taken out while in use (generation extends them in place) and stored again
-afterwards, so no tensor is ever copied. Memory is bounded by an LRU of ``max_entries``.
+After a generation the engine stores the KV up to the prompt's last turn boundary; the next
+request takes the entry with the longest common prefix and reuses it up to its own latest turn
+boundary inside that prefix. Entries are taken out while in use (generation extends them in
+place) and stored again afterwards, so no tensor is ever copied. Memory is bounded by an LRU of
+``max_entries``.
 """
 
 from __future__ import annotations
@@ -17,13 +23,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Chunk length used when the tokenizer has no single <|im_start|> token to mark turns.
+FALLBACK_CHUNK_TOKENS = 256
+
 
 @dataclass
 class PrefixHit:
-    """A cache ready to pass to ``generate`` holding the KV of ``tokens[:length]``."""
+    """A cache ready to extend, holding the KV of ``tokens[:length]``."""
 
     cache: Any
     length: int
+
+
+def chunk_starts(tokens: Sequence[int], boundary_token: int | None) -> list[int]:
+    """Where prefill chunks begin (after 0): at each ``boundary_token``, else every 256 tokens."""
+    if boundary_token is None:
+        return list(range(FALLBACK_CHUNK_TOKENS, len(tokens), FALLBACK_CHUNK_TOKENS))
+    return [i for i, token in enumerate(tokens) if token == boundary_token and i > 0]
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -47,8 +63,18 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return min(start + step, limit)
 
 
+def _latest_start_within(starts: Sequence[int], limit: int) -> int:
+    """The largest chunk start <= ``limit`` (0 when there is none)."""
+    best = 0
+    for start in starts:
+        if start > limit:
+            break
+        best = start
+    return best
+
+
 class PrefixCache:
-    """LRU of KV caches keyed by the token sequence each one holds."""
+    """LRU of KV caches keyed by the token sequence each one holds (always a run of whole chunks)."""
 
     def __init__(self, max_entries: int = 4, min_reuse_tokens: int = 16) -> None:
         if max_entries < 1:
@@ -67,23 +93,22 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, tokens: Sequence[int]) -> PrefixHit | None:
-        """Remove and return the entry sharing the longest prefix with ``tokens``, cropped to it.
+    def take(self, tokens: Sequence[int], starts: Sequence[int]) -> PrefixHit | None:
+        """Remove and return the entry sharing the longest prefix with ``tokens``, cropped to a chunk start.
 
-        At least one token of ``tokens`` is always left to prefill, because generation needs the
-        logits of the last prompt position.
+        ``starts`` are the chunk starts of ``tokens`` (sorted); reuse ends at one of them, so the
+        rest is prefilled in the same chunks as a cold run, and at least the last chunk is left.
         """
         with self._lock:
             best_key, best_len = None, 0
             for key, (cached_tokens, _) in self._entries.items():
-                length = _common_prefix_length(cached_tokens, tokens)
+                length = _latest_start_within(starts, _common_prefix_length(cached_tokens, tokens))
                 if length > best_len:
                     best_key, best_len = key, length
-            best_len = min(best_len, len(tokens) - 1)
             if best_key is None or best_len < self.min_reuse_tokens:
                 self.misses += 1
                 return None
-            cached_tokens, cache = self._entries.pop(best_key)
+            _, cache = self._entries.pop(best_key)
         excess = cache.get_seq_length() - best_len
         if excess > 0:
             cache.crop(-excess)
@@ -91,11 +116,14 @@ class PrefixCache:
         self.reused_tokens += best_len
         return PrefixHit(cache=cache, length=best_len)
 
-    def put(self, tokens: Sequence[int], cache: Any) -> None:
-        """Store ``cache``, which holds the KV of the first ``cache.get_seq_length()`` of ``tokens``."""
-        length = cache.get_seq_length()
+    def put(self, tokens: Sequence[int], cache: Any, length: int) -> None:
+        """Store ``cache`` cropped to ``length``: the KV of ``tokens[:length]``, a run of whole chunks."""
+        length = min(length, cache.get_seq_length())
         if length < self.min_reuse_tokens:
             return
+        excess = cache.get_seq_length() - length
+        if excess > 0:
+            cache.crop(-excess)
         held = list(tokens[:length])
         with self._lock:
             # An entry that is a prefix of the new one is now redundant.

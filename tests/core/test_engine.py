@@ -9,6 +9,7 @@ import time
 
 import jsonschema
 import pytest
+import torch
 
 from hermes_core import HermesEngine, Message, UnsupportedOptionError, load_engine
 
@@ -188,6 +189,48 @@ def test_prefix_cache_reuse_gives_identical_output(engine, cold_engine):
     cold = cold_engine.generate(follow_up, **options)
     assert cold_engine.stats.last_reused_prefix_tokens == 0
     assert warm.raw_text == cold.raw_text
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_prefix_reuse_is_exact_in_every_dtype_over_several_turns(tiny_model_dir, dtype):
+    """bf16 kernels round differently per chunk shape; turn-aligned chunks make reuse exact anyway."""
+    warm_engine = load_engine(str(tiny_model_dir), torch_dtype=dtype, max_new_tokens=16)
+    cold_engine = load_engine(str(tiny_model_dir), torch_dtype=dtype, max_new_tokens=16, prefix_cache=False)
+    conversation = [Message("system", "You are terse and exact. " * 12)]
+    for turn, question in enumerate(["Weather in Lima?", "And in Quito?", "Which is warmer?", "Why?"]):
+        conversation.append(Message("user", question))
+        warm = warm_engine.generate(conversation, constrained=False)
+        cold = cold_engine.generate(conversation, constrained=False)
+        assert warm.raw_text == cold.raw_text, f"turn {turn}"
+        if turn:
+            assert warm_engine.stats.last_reused_prefix_tokens > 60
+        conversation.append(Message("assistant", warm.content))
+    assert cold_engine.stats.reused_prefix_tokens == 0
+
+
+def _stored_kv(engine: HermesEngine):
+    """The tokens and KV tensors of the prefix-cache entry stored last."""
+    tokens, cache = list(engine.prefix_cache._entries.values())[-1]
+    return tokens, [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_reused_kv_is_bit_identical_to_kv_computed_cold(tiny_model_dir, dtype):
+    """Below the text: the KV a warm request stores equals, bit for bit, what a cold one computes."""
+    warm_engine = load_engine(str(tiny_model_dir), torch_dtype=dtype, max_new_tokens=8)
+    cold_engine = load_engine(str(tiny_model_dir), torch_dtype=dtype, max_new_tokens=8)
+    first = [Message("system", "You are terse and exact. " * 12), Message("user", "Weather in Lima?")]
+    answer = warm_engine.generate(first, constrained=False)
+    second = [*first, Message("assistant", answer.content or "It is sunny."), Message("user", "And Quito?")]
+    warm_engine.generate(second, constrained=False)
+    assert warm_engine.stats.last_reused_prefix_tokens > 60
+    cold_engine.generate(second, constrained=False)
+    assert cold_engine.stats.last_reused_prefix_tokens == 0
+    warm_tokens, warm_kv = _stored_kv(warm_engine)
+    cold_tokens, cold_kv = _stored_kv(cold_engine)
+    assert warm_tokens == cold_tokens
+    for (wk, wv), (ck, cv) in zip(warm_kv, cold_kv, strict=True):
+        assert torch.equal(wk, ck) and torch.equal(wv, cv)
 
 
 def test_concurrent_callers_do_not_interleave(engine):

@@ -93,8 +93,11 @@ def test_stopping_a_stream_early_stops_generation(engine):
     assert engine.stats.last_completion_tokens <= 10
 
 
-def test_cached_prefix_output_equals_cold_output_token_for_token(engine):
-    cold_engine = load_engine(prefix_cache=False, max_new_tokens=64)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cached_prefix_output_equals_cold_output_token_for_token(dtype):
+    engine = get_engine(torch_dtype=dtype, max_new_tokens=64)
+    engine.prefix_cache.clear()
+    cold_engine = load_engine(torch_dtype=dtype, prefix_cache=False, max_new_tokens=64)
     system = Message("system", "You are a careful financial assistant. Always use the tools. " * 10)
     first = [system, *ASK_TSLA]
     call = engine.generate(first, tools=[STOCK_TOOL], tool_choice="required")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig
 
-from hermes_core.prefix_cache import PrefixCache, _common_prefix_length
+from hermes_core.prefix_cache import PrefixCache, _common_prefix_length, chunk_starts
 
 
 def _cache_of(length: int) -> DynamicCache:
@@ -33,32 +33,56 @@ def test_common_prefix_length(a, b, n):
     assert _common_prefix_length(a, b) == n
 
 
-def test_take_returns_longest_match_cropped_and_leaves_one_token():
+def test_chunk_starts_mark_each_turn_or_fall_back_to_a_grid():
+    assert chunk_starts([7, 1, 2, 7, 3, 7, 4], boundary_token=7) == [3, 5]
+    assert chunk_starts([1, 2, 3], boundary_token=7) == []
+    assert chunk_starts(list(range(600)), boundary_token=None) == [256, 512]
+
+
+def test_take_reuses_up_to_the_latest_chunk_start_inside_the_common_prefix():
     cache = PrefixCache(max_entries=4, min_reuse_tokens=2)
-    cache.put(list(range(40)), _cache_of(40))
-    cache.put([100, *range(30)], _cache_of(31))
-    hit = cache.take([*range(25), 7, 7])
-    assert hit is not None and hit.length == 25
-    assert hit.cache.get_seq_length() == 25
+    cache.put(list(range(40)), _cache_of(40), 40)
+    cache.put([100, *range(30)], _cache_of(31), 31)
+    prompt = [*range(25), 7, 7]
+    hit = cache.take(prompt, starts=[10, 20, 26])  # shares 25 tokens; 26 is past the shared part
+    assert hit is not None and hit.length == 20
+    assert hit.cache.get_seq_length() == 20
     assert len(cache) == 1  # taken out while in use
-    hit2 = cache.take([100, *range(30)])
-    assert hit2.length == 30  # whole prompt cached: one token must stay for the forward pass
+    hit2 = cache.take([100, *range(30), 5], starts=[12, 31])
+    assert hit2.length == 31
+
+
+def test_take_misses_when_no_chunk_start_lies_in_the_shared_prefix():
+    cache = PrefixCache(max_entries=4, min_reuse_tokens=2)
+    cache.put(list(range(40)), _cache_of(40), 40)
+    assert cache.take([*range(30), -1], starts=[]) is None
+    assert cache.take([*range(30), -1], starts=[35]) is None
+    assert len(cache) == 1
+
+
+def test_put_keeps_only_the_given_length():
+    cache = PrefixCache(max_entries=4, min_reuse_tokens=2)
+    kv = _cache_of(40)
+    cache.put(list(range(40)), kv, 24)
+    assert kv.get_seq_length() == 24
+    hit = cache.take(list(range(50)), starts=[24, 30, 45])
+    assert hit.length == 24  # nothing past what was stored
 
 
 def test_miss_below_threshold_and_lru_bound():
     cache = PrefixCache(max_entries=2, min_reuse_tokens=10)
-    assert cache.take(list(range(50))) is None
+    assert cache.take(list(range(50)), starts=[20]) is None
     for start in (1000, 2000, 3000):
-        cache.put(list(range(start, start + 20)), _cache_of(20))
+        cache.put(list(range(start, start + 20)), _cache_of(20), 20)
     assert len(cache) == 2
-    assert cache.take(list(range(1000, 1020))) is None  # evicted, oldest first
-    assert cache.take([*range(3000, 3005), 1]) is None  # shares only 5 tokens < 10
+    assert cache.take([*range(1000, 1020), 1], starts=[20]) is None  # evicted, oldest first
+    assert cache.take([*range(3000, 3005), 1], starts=[5]) is None  # 5 tokens < 10
 
 
 def test_put_replaces_entries_it_extends():
     cache = PrefixCache(max_entries=4, min_reuse_tokens=2)
-    cache.put(list(range(10)), _cache_of(10))
-    cache.put(list(range(20)), _cache_of(20))
+    cache.put(list(range(10)), _cache_of(10), 10)
+    cache.put(list(range(20)), _cache_of(20), 20)
     assert len(cache) == 1
 
 
