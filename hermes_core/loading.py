@@ -22,7 +22,7 @@ from hermes_core import _gguf_cache
 from hermes_core._quantization import (
     bnb_config,
     default_device_map,
-    resolve_dtype,
+    default_dtype,
     resolve_quantization,
     target_device,
 )
@@ -115,7 +115,7 @@ def load_model(
     device = target_device(device_map)
     quant = resolve_quantization(quantization, device)
     weight_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    dtype = resolve_dtype(torch_dtype)
+    dtype = default_dtype(torch_dtype, device)
     if dtype is not None:
         weight_kwargs["dtype"] = dtype
     if (dm := default_device_map(device_map)) is not None:

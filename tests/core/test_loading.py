@@ -76,7 +76,8 @@ def test_directory_load_gives_frozen_chatml_model(tiny_model_dir):
     )
     assert loaded.stop_token_ids[0] == loaded.chat_tokens.im_end
     assert loaded.context_window == 2048  # max_position_embeddings of the tiny config
-    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    expected_dtype = torch.bfloat16 if _quantization.cpu_has_native_bf16() else torch.float32
+    assert loaded.dtype == expected_dtype and loaded.device.type == "cpu"
     assert tok.pad_token_id is not None
     assert len(_greedy(loaded)) == 4
 
@@ -165,7 +166,7 @@ def test_non_chatml_tokenizer_is_rejected_before_weights_load(tmp_path):
 def test_gguf_is_converted_exactly_and_cached_under_env_dir(tiny_gguf, tiny_model_dir, cache_env):
     from transformers import AutoModelForCausalLM
 
-    loaded = load_model(tiny_gguf, progress=False)
+    loaded = load_model(tiny_gguf, torch_dtype="float32", progress=False)
     assert loaded.source == "gguf" and loaded.model_name == "tiny-chatml"
     entry = Path(loaded.path)
     assert entry.parent == cache_env / "gguf" and _gguf_cache.is_complete(entry)
@@ -432,15 +433,18 @@ def test_4bit_nf4_really_quantizes_and_runs_on_cpu(tiny_model_dir):
     assert len(_greedy(loaded)) == 4
 
 
-def test_8bit_really_quantizes_and_runs_on_cpu(tiny_model_dir):
+def test_8bit_really_quantizes_and_runs_on_cpu(tiny_model_dir, caplog):
     import bitsandbytes as bnb
 
     loaded = load_model(tiny_model_dir, quantization="8bit", progress=False)
     assert loaded.quantization == "8bit"
     linears = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
     assert len(linears) == 2 * 7 and linears[0].weight.dtype == torch.int8
-    assert torch.isfinite(loaded.model(torch.tensor([[1, 5, 9]])).logits).all()
-    assert len(_greedy(loaded)) == 4
+    with caplog.at_level("WARNING"):
+        assert torch.isfinite(loaded.model(torch.tensor([[1, 5, 9]])).logits).all()
+        assert len(_greedy(loaded)) == 4
+    casts = [r for r in caplog.records if "MatMul8bitLt" in r.getMessage()]
+    assert len(casts) <= 1  # bitsandbytes would log it on each of the ~70 matmuls above
 
 
 def test_quantized_gguf_loads_from_converted_cache(tiny_gguf, cache_env):
@@ -451,14 +455,28 @@ def test_quantized_gguf_loads_from_converted_cache(tiny_gguf, cache_env):
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
 
 
-def test_auto_quantization_on_cpu_uses_the_cpu_constant(tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpu_defaults_follow_native_bf16(tiny_model_dir, monkeypatch, native_bf16):
+    """No dtype: bf16 where the CPU has it, else fp32; "auto": NF4 with the rest in bf16, else plain."""
     monkeypatch.setattr(_quantization, "cuda_available", lambda: False)
-    loaded = load_model(tiny_model_dir, quantization="auto", progress=False)
-    assert loaded.quantization == _quantization.CPU_AUTO_QUANTIZATION
-    assert ("Linear4bit" in _module_types(loaded.model)) == (loaded.quantization == "4bit")
-    monkeypatch.setattr(_quantization, "CPU_AUTO_QUANTIZATION", "4bit")
-    switched = load_model(tiny_model_dir, quantization="auto", progress=False)
-    assert switched.quantization == "4bit" and "Linear4bit" in _module_types(switched.model)
+    monkeypatch.setattr(_quantization, "cpu_has_native_bf16", lambda: native_bf16)
+    plain = load_model(tiny_model_dir, progress=False)
+    assert plain.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    auto = load_model(tiny_model_dir, quantization="auto", progress=False)
+    assert auto.quantization == ("4bit" if native_bf16 else None)
+    assert ("Linear4bit" in _module_types(auto.model)) == native_bf16
+    assert auto.model.lm_head.weight.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert len(_greedy(auto)) == 4
+    explicit = load_model(tiny_model_dir, quantization="auto", torch_dtype="float32", progress=False)
+    assert explicit.model.lm_head.weight.dtype == torch.float32  # a given dtype always wins
+
+
+def test_native_bf16_check_matches_the_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to compare with on this OS")
+    expected = " avx512_bf16" in flags or " amx_tile" in flags
+    assert _quantization.cpu_has_native_bf16() == expected
 
 
 def test_auto_choice_logic_for_cuda(monkeypatch):
@@ -468,7 +486,9 @@ def test_auto_choice_logic_for_cuda(monkeypatch):
     assert _quantization.target_device({"": 0}) == "cuda"
     assert _quantization.default_device_map(None) == "auto"
     assert _quantization.resolve_quantization("auto", "cuda") == "4bit"
+    monkeypatch.setattr(_quantization, "cpu_has_native_bf16", lambda: True)
     assert _quantization.resolve_quantization("AUTO", "cpu") == _quantization.CPU_AUTO_QUANTIZATION
+    assert _quantization.default_dtype(None, "cuda") is None  # transformers keeps the checkpoint's
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert _quantization.compute_dtype("cuda") == torch.float16
     assert _quantization.compute_dtype("cpu") == torch.bfloat16
