@@ -41,6 +41,14 @@ def _logits_to_keep(model: Any) -> dict[str, int]:
     return {"logits_to_keep": 1} if accepts else {}
 
 
+def _role_ids(tokenizer: Any, im_start: int | None, role: str) -> list[int]:
+    """Token ids of ``role`` right after ``<|im_start|>``, as the prompt renders them ([] if unknown)."""
+    if im_start is None:
+        return []
+    ids = list(tokenizer(f"<|im_start|>{role}", add_special_tokens=False)["input_ids"])
+    return ids[1:] if ids[:1] == [im_start] and len(ids) > 1 else []
+
+
 _MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _MODEL_LOCKS_GUARD = threading.Lock()
 
@@ -177,6 +185,7 @@ class HermesEngine:
         self._lock = _lock_for(self.model)
         self._grammar_cache: Any = None
         self._grammar_lock = threading.Lock()
+        self._assistant_ids = _role_ids(self.tokenizer, loaded.chat_tokens.im_start, "assistant")
 
     # ------------------------------------------------------------------ tokens
     def encode(self, text: str) -> list[int]:
@@ -286,7 +295,7 @@ class HermesEngine:
         with self._lock:
             if cancel.is_set():
                 return _Generated([], cancelled=True, hit_stop_token=False)
-            starts = chunk_starts(req.prompt_ids, self.loaded.chat_tokens.im_start)
+            starts = chunk_starts(req.prompt_ids, self.loaded.chat_tokens.im_start, self._assistant_ids)
             kv_cache, reused = self._prefill(req.prompt_ids, starts)
             sampling = req.temperature > 0
             config = copy.deepcopy(self.model.generation_config) if self.model.generation_config else None

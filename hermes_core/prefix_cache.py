@@ -1,8 +1,8 @@
 """Reuse of the KV cache across requests that share a token prefix, without changing the output.
 
 Agent loops resend the same long system + tools prompt every turn, and each new turn extends the
-previous prompt. The engine prefills every prompt in chunks that start at each ChatML turn
-(``<|im_start|>``), so the KV of a turn boundary is always computed the same way, whether the
+previous prompt. The engine prefills every prompt in chunks that start at ChatML turn boundaries
+(see ``chunk_starts``), so the KV of a boundary is always computed the same way, whether the
 turns before it came from this request or from the cache. Reusing it therefore gives the same
 tokens as a cold run in every dtype: low-precision kernels round differently for different
 chunk shapes, which is why reusing at arbitrary positions (or reusing generated tokens, which are
@@ -35,11 +35,26 @@ class PrefixHit:
     length: int
 
 
-def chunk_starts(tokens: Sequence[int], boundary_token: int | None) -> list[int]:
-    """Where prefill chunks begin (after 0): at each ``boundary_token``, else every 256 tokens."""
+def chunk_starts(
+    tokens: Sequence[int], boundary_token: int | None, assistant_ids: Sequence[int] = ()
+) -> list[int]:
+    """Where prefill chunks begin (after 0): the first turn after the system turn, then each assistant turn.
+
+    Those are where the next request of a chat or agent loop diverges or continues, so they are
+    worth caching; each split costs a forward pass, so nowhere else. The final turn (the
+    ``<|im_start|>assistant`` header generation starts from) goes with the chunk before it: a new
+    question with the same tools then needs no extra pass. Turns are found by ``boundary_token``
+    (``<|im_start|>``) followed by ``assistant_ids`` (the role's tokens; empty = every turn).
+    Without a boundary token, chunks are 256 tokens.
+    """
     if boundary_token is None:
         return list(range(FALLBACK_CHUNK_TOKENS, len(tokens), FALLBACK_CHUNK_TOKENS))
-    return [i for i, token in enumerate(tokens) if token == boundary_token and i > 0]
+    turns = [i for i, token in enumerate(tokens) if token == boundary_token and i > 0]
+    role, width = list(assistant_ids), len(assistant_ids)
+    starts = [
+        i for n, i in enumerate(turns) if n == 0 or not role or list(tokens[i + 1 : i + 1 + width]) == role
+    ]
+    return starts[:-1] if starts and starts[-1] == turns[-1] else starts
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

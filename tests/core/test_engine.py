@@ -208,6 +208,24 @@ def test_prefix_reuse_is_exact_in_every_dtype_over_several_turns(tiny_model_dir,
     assert cold_engine.stats.reused_prefix_tokens == 0
 
 
+def test_prompts_are_chunked_after_the_system_turn_and_at_assistant_turns(engine):
+    from hermes_core.chatml import render_conversation
+    from hermes_core.prefix_cache import chunk_starts
+
+    conversation = [
+        Message("system", "Be brief."),
+        Message("user", "Weather in Lima?"),
+        Message("assistant", "Sunny."),
+        Message("user", "And Quito?"),
+    ]
+    ids = render_conversation(conversation).token_ids(engine.tokenizer)
+    im_start = engine.loaded.chat_tokens.im_start
+    turns = [i for i, token in enumerate(ids) if token == im_start]
+    assert len(turns) == 5  # system, user, assistant, user, the generation header
+    # After the system turn, at the assistant turn; the generation header stays with the last user turn.
+    assert chunk_starts(ids, im_start, engine._assistant_ids) == [turns[1], turns[2]]
+
+
 def _stored_kv(engine: HermesEngine):
     """The tokens and KV tensors of the prefix-cache entry stored last."""
     tokens, cache = list(engine.prefix_cache._entries.values())[-1]

@@ -34,9 +34,17 @@ def test_common_prefix_length(a, b, n):
 
 
 def test_chunk_starts_mark_each_turn_or_fall_back_to_a_grid():
-    assert chunk_starts([7, 1, 2, 7, 3, 7, 4], boundary_token=7) == [3, 5]
+    assert chunk_starts([7, 1, 2, 7, 3, 7, 4, 7, 5], boundary_token=7) == [3, 5]  # not the final turn
     assert chunk_starts([1, 2, 3], boundary_token=7) == []
     assert chunk_starts(list(range(600)), boundary_token=None) == [256, 512]
+
+
+def test_chunk_starts_with_a_role_keep_the_first_turn_and_assistant_turns():
+    system, user, assistant, tool = 1, 2, 3, 4
+    tokens = [7, system, 0, 7, user, 0, 7, assistant, 0, 7, tool, 0, 7, user, 0, 7, assistant]
+    assert chunk_starts(tokens, boundary_token=7, assistant_ids=[assistant]) == [3, 6]  # 15 is final
+    assert chunk_starts([*tokens, 5, 7, user], boundary_token=7, assistant_ids=[assistant]) == [3, 6, 15]
+    assert chunk_starts(tokens, boundary_token=7, assistant_ids=[assistant, 9]) == [3]  # role not found
 
 
 def test_take_reuses_up_to_the_latest_chunk_start_inside_the_common_prefix():
