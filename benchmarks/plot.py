@@ -17,12 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "figures.json"
 OUT = ROOT / "docs" / "img" / "performance.png"
 COLORS = ["#3949ab", "#8e24aa", "#9e9e9e", "#616161"]
+SECTIONS = ("engine", "parser", "grammar_compile", "grammar_decode")
 
 
 def load_figures(path: Path) -> dict[str, Any]:
     """Read the figures file and check it has the sections the plot needs."""
     figures = json.loads(path.read_text(encoding="utf-8"))
-    for section in ("parser", "grammar_compile", "grammar_decode"):
+    for section in SECTIONS:
         if section not in figures:
             raise SystemExit(f"plot.py: {path} has no {section!r} section; see the file's 'about' entry.")
     series = figures["parser"]["series"]
@@ -84,19 +85,54 @@ def _decode_panel(ax: Any, decode: dict[str, Any]) -> None:
     ax.set_title("Constrained decoding: cost per token", fontsize=10)
 
 
+def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
+    """Decode speed per load configuration, against the outside llama.cpp reference."""
+    rows = list(engine["decode"].items())
+    for y, (label, speed) in enumerate(rows):
+        ax.barh(y, speed, height=0.5, color=COLORS[0] if label in engine["defaults"] else COLORS[2])
+        ax.text(speed + 1.5, y, f"{speed:g}", va="center", fontsize=8)
+    reference = engine["llama_cpp_reference_tok_s"]
+    ax.axvline(reference, color="#c62828", linestyle="--")
+    ax.axvline(reference / 2, color="#c62828", linestyle=":")
+    ax.text(reference / 2 + 1.5, len(rows) - 0.6, "half of llama.cpp", fontsize=7, color="#c62828")
+    ax.set_xlim(0, reference * 1.08)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("greedy decode (tok/s; blue = a CPU default; red = llama.cpp, issue's figure)")
+    ax.set_title("Engine decode speed, embedded 135M model, 2 cores", fontsize=10)
+
+
+def _engine_ttft_panel(ax: Any, engine: dict[str, Any]) -> None:
+    """Time to the first token on a long tools prompt, cold and with the reused prefix."""
+    rows = list(engine["ttft"].items())
+    width = 0.38
+    for i, (name, color) in enumerate([("cold", COLORS[2]), ("cached prefix", COLORS[1])]):
+        xs = [j + (i - 0.5) * width for j in range(len(rows))]
+        values = [row[i] for _, row in rows]
+        ax.bar(xs, values, width, label=name, color=color)
+        for x, value in zip(xs, values, strict=True):
+            ax.text(x, value + 0.03, f"{value:g}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"Time to first token, {engine['ttft_prompt_tokens']}-token tools prompt", fontsize=10)
+    ax.legend(fontsize=8)
+
+
 def plot(figures: dict[str, Any], out: Path) -> Path:
-    """Draw the three panels into ``out`` (PNG) and return its path."""
+    """Draw the panels into ``out`` (PNG) and return its path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(11, 8.5), dpi=100)
-    grid = fig.add_gridspec(2, 2, height_ratios=[1.1, 1])
-    _parser_panel(fig.add_subplot(grid[0, :]), figures["parser"])
-    _compile_panel(fig.add_subplot(grid[1, 0]), figures["grammar_compile"])
-    _decode_panel(fig.add_subplot(grid[1, 1]), figures["grammar_decode"])
-    sources = sorted({figures[s]["source"] for s in ("parser", "grammar_compile", "grammar_decode")})
+    fig = plt.figure(figsize=(11, 12), dpi=100)
+    grid = fig.add_gridspec(3, 2, height_ratios=[1, 1.1, 1])
+    _engine_decode_panel(fig.add_subplot(grid[0, 0]), figures["engine"])
+    _engine_ttft_panel(fig.add_subplot(grid[0, 1]), figures["engine"])
+    _parser_panel(fig.add_subplot(grid[1, :]), figures["parser"])
+    _compile_panel(fig.add_subplot(grid[2, 0]), figures["grammar_compile"])
+    _decode_panel(fig.add_subplot(grid[2, 1]), figures["grammar_decode"])
+    sources = sorted({figures[s]["source"] for s in SECTIONS})
     fig.text(
         0.01,
         0.005,
