@@ -15,7 +15,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "benchmarks" / "figures.json"
 # The entries of figures.json that hold measured numbers (each must appear in its source doc).
-FIGURE_KEYS = ("shapes", "rows", "uncontended_step_ms", "decode", "ttft", "ttft_prompt_tokens")
+FIGURE_KEYS = (
+    "shapes",
+    "rows",
+    "uncontended_step_ms",
+    "decode",
+    "ttft",
+    "ttft_prompt_tokens",
+    "llama_cpp_reference_tok_s",
+)
 
 
 def readme_first_code_block() -> list[str]:
