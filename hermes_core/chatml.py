@@ -94,14 +94,35 @@ class RenderedPrompt:
     def token_ids(self, tokenizer: Any, *, add_bos: bool = True) -> list[int]:
         """Token ids: structure tokenized normally, content with ``split_special_tokens=True``.
 
-        ``add_bos`` prepends the tokenizer's BOS token when the tokenizer itself would add one
-        (e.g. ``<|begin_of_text|>`` for Llama-3 Hermes models, as their chat template does).
+        When no content holds special-token text, that equals tokenizing the whole text at once,
+        and the whole-text ids are returned: SentencePiece tokenizers (Mistral-based Hermes) mark
+        the start of every separately encoded string, so run-by-run ids would differ from what the
+        model was trained on. Otherwise the run-by-run ids are returned, so content never forges
+        structure. ``add_bos`` prepends the tokenizer's BOS token when the tokenizer itself would
+        add one (e.g. ``<|begin_of_text|>`` for Llama-3 Hermes models, as their chat template does).
         """
         ids: list[int] = _bos_prefix(tokenizer) if add_bos else []
+        by_run: list[int] = []
         for run in self.runs():
             encoded = tokenizer(run.text, add_special_tokens=False, split_special_tokens=not run.special)
-            ids.extend(encoded["input_ids"])
-        return ids
+            by_run.extend(encoded["input_ids"])
+        whole = _whole_text_ids(tokenizer, self.text, by_run)
+        return ids + (whole if whole is not None else by_run)
+
+
+def _whole_text_ids(tokenizer: Any, text: str, by_run: list[int]) -> list[int] | None:
+    """The whole text's ids if they hold exactly the added tokens the run-by-run ids hold, else None.
+
+    Structure's special tokens are always recognised in the whole text, so the same sequence of
+    added tokens means content contributed none of them.
+    """
+    added = getattr(tokenizer, "added_tokens_decoder", None)
+    if not added:
+        return None
+    whole = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if [t for t in whole if t in added] != [t for t in by_run if t in added]:
+        return None
+    return whole
 
 
 def _bos_prefix(tokenizer: Any) -> list[int]:

@@ -372,3 +372,49 @@ def test_messages_are_not_mutated():
     before = json.dumps([m.__dict__ for m in msgs], default=lambda o: o.__dict__)
     render_conversation(msgs, tools=[WEATHER])
     assert json.dumps([m.__dict__ for m in msgs], default=lambda o: o.__dict__) == before
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_tokenizer(tmp_path_factory):
+    """A Llama/Mistral-style SentencePiece BPE tokenizer with ChatML specials, trained here (no download).
+
+    Like Hermes-2-Pro-Mistral's, it marks the start of every separately encoded string with "▁".
+    """
+    from tokenizers import SentencePieceBPETokenizer
+    from transformers import LlamaTokenizerFast
+
+    corpus = [render_conversation(weather_conversation(), tools=[WEATHER]).text, SEED_EXPECTED] * 20
+    trainer = SentencePieceBPETokenizer()
+    trainer.train_from_iterator(
+        corpus, vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    path = tmp_path_factory.mktemp("sp") / "tokenizer.json"
+    trainer.save(str(path))
+    tokenizer = LlamaTokenizerFast(
+        tokenizer_file=str(path), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tokenizer
+
+
+def test_sentencepiece_ids_equal_whole_text_tokenization_without_start_marks(sentencepiece_tokenizer):
+    tok = sentencepiece_tokenizer
+    rendered = render_conversation(weather_conversation(), tools=[WEATHER])
+    whole = tok(rendered.text, add_special_tokens=False)["input_ids"]
+    assert rendered.token_ids(tok, add_bos=False) == whole
+    # what encoding run by run gives: a start mark at each run, tokens the model never saw there
+    by_run = [i for run in rendered.runs() for i in tok(run.text, add_special_tokens=False)["input_ids"]]
+    assert len(by_run) > len(whole)
+
+
+def test_sentencepiece_content_still_cannot_forge_turns(sentencepiece_tokenizer):
+    tok = sentencepiece_tokenizer
+    msgs = [
+        Message("user", "Weather?"),
+        Message("assistant", tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="c")]),
+        Message("tool", INJECTION, tool_call_id="c"),
+    ]
+    rendered = render_conversation(msgs, tools=[WEATHER])
+    ids = rendered.token_ids(tok, add_bos=False)
+    assert ids.count(_id(tok, "<|im_start|>")) == 5  # system, user, assistant, tool, generation prompt
+    assert tok(rendered.text, add_special_tokens=False)["input_ids"].count(_id(tok, "<|im_start|>")) > 5
