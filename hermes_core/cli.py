@@ -241,7 +241,8 @@ def load_chat_engine(
     engine = load_engine(
         model, quantization=quantization, constrained=constrained, progress=bool(note), **options
     )
-    print(f"Loaded in {time.perf_counter() - started:.1f} s.", file=err, flush=True)
+    seconds = time.perf_counter() - started
+    print(f"Loaded in {seconds:.1f} s ({engine.loaded.weights_summary()}).", file=err, flush=True)
     return engine
 
 

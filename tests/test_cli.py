@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -273,6 +274,7 @@ def test_one_shot_with_example_tools_calls_and_runs_a_tool() -> None:
     )  # the tool ran
     assert lines[-1].strip() and not lines[-1].startswith(("->", "<-"))  # a final answer after the result
     assert "Tools: get_weather, calculate, current_time" in proc.stderr
+    assert re.search(r"Loaded in [0-9.]+ s \((bfloat16|float32)\)\.", proc.stderr), proc.stderr
 
 
 @pytest.mark.slow

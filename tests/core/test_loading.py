@@ -433,6 +433,14 @@ def test_4bit_nf4_really_quantizes_and_runs_on_cpu(tiny_model_dir):
     assert len(_greedy(loaded)) == 4
 
 
+def test_weights_summary_says_how_the_weights_are_held(tiny_model_dir):
+    assert load_model(tiny_model_dir, torch_dtype="float32", progress=False).weights_summary() == "float32"
+    four = load_model(tiny_model_dir, quantization="4bit", torch_dtype="bfloat16", progress=False)
+    assert four.weights_summary() == "4bit NF4, rest bfloat16"
+    eight = load_model(tiny_model_dir, quantization="8bit", torch_dtype="float32", progress=False)
+    assert eight.weights_summary() == "8bit LLM.int8, rest float32"
+
+
 def test_8bit_really_quantizes_and_runs_on_cpu(tiny_model_dir, caplog):
     import bitsandbytes as bnb
 
