@@ -296,7 +296,9 @@ class HermesEngine:
             if cancel.is_set():
                 return _Generated([], cancelled=True, hit_stop_token=False)
             starts = chunk_starts(req.prompt_ids, self.loaded.chat_tokens.im_start, self._assistant_ids)
-            kv_cache, reused = self._prefill(req.prompt_ids, starts)
+            kv_cache, reused = self._prefill(req.prompt_ids, starts, cancel)
+            if cancel.is_set():  # the consumer left while the earlier turns were prefilled
+                return _Generated([], cancelled=True, hit_stop_token=False, reused_prefix_tokens=reused)
             sampling = req.temperature > 0
             config = copy.deepcopy(self.model.generation_config) if self.model.generation_config else None
             config = config or GenerationConfig()
@@ -351,11 +353,12 @@ class HermesEngine:
             reused_prefix_tokens=reused,
         )
 
-    def _prefill(self, prompt_ids: list[int], starts: list[int]) -> tuple[Any, int]:
+    def _prefill(self, prompt_ids: list[int], starts: list[int], cancel: threading.Event) -> tuple[Any, int]:
         """KV of every prompt chunk but the last (reused from the prefix cache where possible).
 
         Returns the cache (None when the prompt is a single chunk) and how many tokens came from
         the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
+        Stops between chunks once ``cancel`` is set (a long prompt on a big model takes seconds).
         """
         import torch
 
@@ -373,6 +376,8 @@ class HermesEngine:
         done = reused
         with torch.inference_mode():
             for start in pending:
+                if cancel.is_set():
+                    break
                 chunk = torch.tensor([prompt_ids[done:start]], dtype=torch.long, device=self.model.device)
                 self.model(
                     input_ids=chunk,

@@ -162,6 +162,29 @@ def test_stopping_a_stream_early_stops_generation(engine):
     assert engine.stats.last_completion_tokens <= 30
 
 
+def test_cancelling_during_the_prompt_prefill_skips_generation(tiny_model_dir):
+    """A consumer that leaves while the earlier turns are prefilled stops before generate runs."""
+    engine = load_engine(str(tiny_model_dir), max_new_tokens=24, prefix_cache=False)
+    conversation = [Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello.")]
+    conversation += [Message("user", "Weather in Lima?")]
+    cancel = threading.Event()
+    forward = engine.model.forward
+    calls = []
+
+    def forward_then_cancel(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[1])
+        cancel.set()  # as if the consumer went away during the first chunk
+        return forward(*args, **kwargs)
+
+    engine.model.forward = forward_then_cancel
+    try:
+        generated = engine._run_generate(engine._prepare(conversation, constrained=False), cancel)
+    finally:
+        del engine.model.forward
+    assert generated.cancelled and generated.token_ids == []
+    assert len(calls) == 1  # the second chunk and generate never ran
+
+
 def test_stop_sequences_cut_text_in_generate_and_stream(engine):
     full = engine.generate(ASK, max_new_tokens=30, **PROSE)
     text = full.content
