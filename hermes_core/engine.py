@@ -298,6 +298,9 @@ class HermesEngine:
             starts = chunk_starts(req.prompt_ids, self.loaded.chat_tokens.im_start, self._assistant_ids)
             kv_cache, reused = self._prefill(req.prompt_ids, starts, cancel)
             if cancel.is_set():  # the consumer left while the earlier turns were prefilled
+                if self.prefix_cache is not None and kv_cache is not None:
+                    # What was computed ends at a chunk start: keep it for the next request.
+                    self.prefix_cache.put(req.prompt_ids, kv_cache, kv_cache.get_seq_length())
                 return _Generated([], cancelled=True, hit_stop_token=False, reused_prefix_tokens=reused)
             sampling = req.temperature > 0
             config = copy.deepcopy(self.model.generation_config) if self.model.generation_config else None

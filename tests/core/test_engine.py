@@ -164,8 +164,9 @@ def test_stopping_a_stream_early_stops_generation(engine):
 
 def test_cancelling_during_the_prompt_prefill_skips_generation(tiny_model_dir):
     """A consumer that leaves while the earlier turns are prefilled stops before generate runs."""
-    engine = load_engine(str(tiny_model_dir), max_new_tokens=24, prefix_cache=False)
-    conversation = [Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello.")]
+    engine = load_engine(str(tiny_model_dir), max_new_tokens=24)
+    system = Message("system", "Be brief and exact. " * 6)
+    conversation = [system, Message("user", "Hi"), Message("assistant", "Hello.")]
     conversation += [Message("user", "Weather in Lima?")]
     cancel = threading.Event()
     forward = engine.model.forward
@@ -183,6 +184,8 @@ def test_cancelling_during_the_prompt_prefill_skips_generation(tiny_model_dir):
         del engine.model.forward
     assert generated.cancelled and generated.token_ids == []
     assert len(calls) == 1  # the second chunk and generate never ran
+    engine.generate([system, Message("user", "Weather in Quito?")], constrained=False)
+    assert engine.stats.last_reused_prefix_tokens == calls[0]  # the chunk computed before leaving is kept
 
 
 def test_stop_sequences_cut_text_in_generate_and_stream(engine):
