@@ -1,0 +1,129 @@
+"""Where prefill and decode time goes on the embedded model: bare prefill vs engine TTFT, and op profiles.
+
+Run: ``.venv/bin/python benchmarks/profile_engine.py [--repeats 4]``. Prints (1) a bare one-pass
+``model(input_ids)`` over the bench_engine TTFT prompt against the engine's cold time to first token
+on the same prompt, interleaved, for bf16 and fp32; (2) the top ops of one bf16 prefill of that
+prompt; (3) the top ops of 16 NF4 + bf16 decode steps, with the op time per step. It explains the
+figures of ``bench_engine.py``; it does not replace them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_engine import ASK_COLD, TTFT_TOOLS
+
+
+def prefill_vs_ttft(dtype: str, repeats: int) -> tuple[int, float, float]:
+    """(prompt tokens, bare prefill s, engine cold TTFT s) medians for ``dtype``."""
+    import torch
+
+    from hermes_core import Message, load_engine
+
+    engine = load_engine(torch_dtype=dtype, progress=False, prefix_cache=False)
+    messages = [Message("user", ASK_COLD)]
+    options = {"tools": TTFT_TOOLS, "tool_choice": "required", "max_new_tokens": 1}
+    ids = torch.tensor([engine._prepare(messages, tools=TTFT_TOOLS).prompt_ids])
+    engine.generate(messages, **options)  # warm-up: grammar compile, first-call allocations
+    bare, ttft = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            engine.model(ids, logits_to_keep=1)
+        bare.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        engine.generate(messages, **options)
+        ttft.append(time.perf_counter() - start)
+    return ids.shape[1], statistics.median(bare), statistics.median(ttft)
+
+
+def top_ops(run: Any, rows: int = 8) -> tuple[str, float]:
+    """The profiler table of ``run()`` and its total op (self CPU) time in ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    averages = prof.key_averages()
+    total_ms = sum(event.self_cpu_time_total for event in averages) / 1000
+    return averages.table(sort_by="self_cpu_time_total", row_limit=rows), total_ms
+
+
+def prefill_profile() -> str:
+    """Top ops of one bf16 prefill of the TTFT prompt."""
+    import torch
+
+    from hermes_core import Message, load_engine
+
+    engine = load_engine(torch_dtype="bfloat16", progress=False)
+    ids = torch.tensor([engine._prepare([Message("user", ASK_COLD)], tools=TTFT_TOOLS).prompt_ids])
+
+    def run() -> None:
+        with torch.inference_mode():
+            engine.model(ids, logits_to_keep=1)
+
+    run()
+    table, total = top_ops(run)
+    return f"bf16 prefill of {ids.shape[1]} tokens, op time {total:.0f} ms\n{table}"
+
+
+def decode_profile(steps: int = 16) -> str:
+    """Top ops of ``steps`` greedy NF4 + bf16 decode steps with a dynamic cache."""
+    import torch
+    from transformers import DynamicCache
+
+    from hermes_core.loading import load_model
+
+    loaded = load_model(None, quantization="4bit", torch_dtype="bfloat16", progress=False)
+    model = loaded.model
+    ids = torch.tensor([loaded.tokenizer("Once upon a time there was a little robot who").input_ids])
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        token = model(ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+
+    def run() -> None:
+        nonlocal token
+        with torch.inference_mode():
+            for _ in range(steps):
+                token = model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+    start = time.perf_counter()
+    run()
+    wall = (time.perf_counter() - start) / steps * 1000
+    table, total = top_ops(run)
+    return (
+        f"NF4 + bf16 decode, {steps} steps: wall {wall:.1f} ms/step, op time {total / steps:.1f} ms/step "
+        f"(the rest is Python between ops)\n{table}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    print(f"load average at start: {os.getloadavg()}")
+    print("1. bare one-pass prefill vs engine cold TTFT (same prompt, interleaved, medians)")
+    for dtype in ("bfloat16", "float32"):
+        tokens, bare, ttft = prefill_vs_ttft(dtype, args.repeats)
+        print(
+            f"{dtype:<9} {tokens} tokens  bare prefill {bare:.3f} s  engine TTFT {ttft:.3f} s  ({ttft / bare - 1:+.1%})"
+        )
+    print("\n2. " + prefill_profile())
+    print("\n3. " + decode_profile())
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
