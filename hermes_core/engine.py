@@ -641,10 +641,18 @@ def _model_key(model: Any) -> Any:
 
 
 def _load_shared(model: Any, **load_options: Any) -> Any:
-    """Load weights once per process for the same model and load options."""
+    """Load weights once per process for the same model and load options (defaults filled in)."""
     from hermes_core.loading import load_model
 
-    key = (_model_key(model), tuple(sorted((k, repr(v)) for k, v in load_options.items())))
+    options = load_options
+    try:
+        bound = inspect.signature(load_model).bind(model, **load_options)
+    except TypeError:
+        pass  # an unknown option: load_model below raises the error that names it
+    else:
+        bound.apply_defaults()
+        options = {name: value for name, value in bound.arguments.items() if name != "model"}
+    key = (_model_key(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _REGISTRY_LOCK:
         loaded = _LOADED.get(key)
         if loaded is None:

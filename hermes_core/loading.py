@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hermes_core import _gguf_cache
+from hermes_core._cpu_4bit import direct_cpu_4bit
 from hermes_core._quantization import (
     bnb_config,
     default_device_map,
@@ -66,12 +67,15 @@ class LoadedModel:
     context_window: int
     path: str | None = None
     load_seconds: float = field(default=0.0, compare=False)
+    # 4-bit layers that call bitsandbytes' CPU kernel directly (hermes_core._cpu_4bit); 0 = bitsandbytes' own path.
+    direct_4bit_layers: int = 0
 
     def weights_summary(self) -> str:
         """How the weights are held, for people: e.g. "bfloat16" or "4bit NF4, rest bfloat16"."""
         dtype = str(self.dtype).removeprefix("torch.") if self.dtype is not None else "unknown dtype"
         if self.quantization == "4bit":
-            return f"4bit NF4, rest {dtype}"
+            kernel = ", direct CPU kernel" if self.direct_4bit_layers else ""
+            return f"4bit NF4{kernel}, rest {dtype}"
         if self.quantization == "8bit":
             return f"8bit LLM.int8, rest {dtype}"
         return dtype
@@ -109,8 +113,13 @@ def load_model(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     trust_remote_code: bool = False,
+    direct_4bit_kernel: bool = True,
 ) -> LoadedModel:
-    """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError."""
+    """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError.
+
+    ``direct_4bit_kernel=False`` keeps bitsandbytes' own per-layer forward for 4-bit layers on CPU
+    (the default calls the same kernel directly, with identical results; see ``_cpu_4bit``).
+    """
     started = time.perf_counter()
     if isinstance(model, tuple):
         if quantization is not None or device_map is not None or torch_dtype is not None:
@@ -118,7 +127,7 @@ def load_model(
                 "quantization, device_map and torch_dtype cannot be applied to an already-loaded "
                 "(model, tokenizer); pass them to load_model(path_or_id, ...) instead."
             )
-        loaded = _from_objects(model)
+        loaded = _from_objects(model, direct_4bit_kernel)
         loaded.load_seconds = time.perf_counter() - started
         return loaded
     device = target_device(device_map)
@@ -139,7 +148,7 @@ def load_model(
         hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
     if source == "hub-cache":
         where = _hub_snapshot(name) or where
-    loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where)
+    loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where, direct_4bit_kernel)
     loaded.load_seconds = time.perf_counter() - started
     return loaded
 
@@ -410,12 +419,20 @@ def _ensure_pad_token(tokenizer: Any, model: Any, chat: ChatTokens) -> None:
 
 
 def _finish(
-    model: Any, tokenizer: Any, name: str, source: str, quant: str | None, chat: ChatTokens, where: str | None
+    model: Any,
+    tokenizer: Any,
+    name: str,
+    source: str,
+    quant: str | None,
+    chat: ChatTokens,
+    where: str | None,
+    direct_4bit_kernel: bool,
 ) -> LoadedModel:
     """Freeze the model for inference and collect what the engine needs to know about it."""
     model.eval()
     model.requires_grad_(False)
     _ensure_pad_token(tokenizer, model, chat)
+    direct_layers = direct_cpu_4bit(model) if direct_4bit_kernel and quant == "4bit" else 0
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -428,10 +445,11 @@ def _finish(
         stop_token_ids=stop_token_ids_of(tokenizer, model, chat),
         context_window=context_window_of(model, tokenizer),
         path=where,
+        direct_4bit_layers=direct_layers,
     )
 
 
-def _from_objects(pair: tuple[Any, ...]) -> LoadedModel:
+def _from_objects(pair: tuple[Any, ...], direct_4bit_kernel: bool) -> LoadedModel:
     """Wrap an already-loaded ``(model, tokenizer)`` pair, checking it is a ChatML causal LM."""
     if len(pair) != 2:
         raise UnsupportedOptionError(f"model tuple must be (model, tokenizer), got {len(pair)} items.")
@@ -450,7 +468,7 @@ def _from_objects(pair: tuple[Any, ...]) -> LoadedModel:
     chat = chat_tokens_of(tokenizer, name)
     quant_config = getattr(model.config, "quantization_config", None)
     quant = _describe_quantization(quant_config)
-    return _finish(model, tokenizer, name, "object", quant, chat, None)
+    return _finish(model, tokenizer, name, "object", quant, chat, None, direct_4bit_kernel)
 
 
 def _describe_quantization(config: Any) -> str | None:

@@ -129,3 +129,19 @@ def test_quantized_engines_load_and_make_valid_calls(quantization):
     )
     for call in result.tool_calls:
         jsonschema.validate(call.arguments, STOCK_TOOL["function"]["parameters"])
+
+
+def test_direct_4bit_kernel_gives_the_same_tool_call_as_bitsandbytes_own_path():
+    """The default NF4 engine (direct CPU kernel where the CPU has AVX512-BF16) equals bitsandbytes' path token for token."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    direct = get_engine(quantization="4bit", max_new_tokens=48)
+    own = get_engine(quantization="4bit", max_new_tokens=48, direct_4bit_kernel=False)
+    assert direct.loaded.direct_4bit_layers == (210 if has_avx512bf16() else 0)
+    assert own.loaded.direct_4bit_layers == 0
+    for messages, options in (
+        (ASK_TSLA, {"tools": [STOCK_TOOL], "tool_choice": "required"}),
+        ([Message("user", "Tell me a short story about a robot.")], {"max_new_tokens": 40}),
+    ):
+        a, b = direct.generate(messages, **options), own.generate(messages, **options)
+        assert a.raw_text == b.raw_text and a.usage == b.usage

@@ -436,7 +436,8 @@ def test_4bit_nf4_really_quantizes_and_runs_on_cpu(tiny_model_dir):
 def test_weights_summary_says_how_the_weights_are_held(tiny_model_dir):
     assert load_model(tiny_model_dir, torch_dtype="float32", progress=False).weights_summary() == "float32"
     four = load_model(tiny_model_dir, quantization="4bit", torch_dtype="bfloat16", progress=False)
-    assert four.weights_summary() == "4bit NF4, rest bfloat16"
+    kernel = ", direct CPU kernel" if four.direct_4bit_layers else ""
+    assert four.weights_summary() == f"4bit NF4{kernel}, rest bfloat16"
     eight = load_model(tiny_model_dir, quantization="8bit", torch_dtype="float32", progress=False)
     assert eight.weights_summary() == "8bit LLM.int8, rest float32"
 
