@@ -359,23 +359,18 @@ class HermesEngine:
     def _prefill(self, prompt_ids: list[int], starts: list[int], cancel: threading.Event) -> tuple[Any, int]:
         """KV of every prompt chunk but the last (reused from the prefix cache where possible).
 
-        Returns the cache (None when the prompt is a single chunk) and how many tokens came from
-        the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
+        Returns the cache (one that appends in place, see ``_kv_cache``) and how many tokens came
+        from the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
         Stops between chunks once ``cancel`` is set (a long prompt on a big model takes seconds).
         """
         import torch
 
+        from hermes_core._kv_cache import new_kv_cache
+
         hit = self.prefix_cache.take(prompt_ids, starts) if self.prefix_cache is not None else None
         reused = hit.length if hit is not None else 0
+        cache = hit.cache if hit is not None else new_kv_cache(self.model)
         pending = [start for start in starts if start > reused]
-        if not pending:
-            return (hit.cache if hit is not None else None), reused
-        if hit is not None:
-            cache = hit.cache
-        else:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.model.config)
         done = reused
         with torch.inference_mode():
             for start in pending:
