@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from hermes_core import _gguf_cache
 from hermes_core._cpu_4bit import direct_cpu_4bit
+from hermes_core._cpu_attention import use_grouped_decode_attention
 from hermes_core._quantization import (
     bnb_config,
     default_device_map,
@@ -42,6 +43,13 @@ _MAX_SANE_CONTEXT = 10_000_000
 _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PROGRESS_LOCK = threading.RLock()
+
+
+class _Speedups(NamedTuple):
+    """Which CPU decode speed-ups ``load_model`` applies (both on by default)."""
+
+    direct_4bit_kernel: bool
+    grouped_decode_attention: bool
 
 
 class ChatTokens(NamedTuple):
@@ -69,6 +77,8 @@ class LoadedModel:
     load_seconds: float = field(default=0.0, compare=False)
     # 4-bit layers that call bitsandbytes' CPU kernel directly (hermes_core._cpu_4bit); 0 = bitsandbytes' own path.
     direct_4bit_layers: int = 0
+    # One-token attention steps run with folded query heads (hermes_core._cpu_attention).
+    grouped_decode_attention: bool = False
 
     def weights_summary(self) -> str:
         """How the weights are held, for people: e.g. "bfloat16" or "4bit NF4, rest bfloat16"."""
@@ -114,12 +124,16 @@ def load_model(
     progress: bool = True,
     trust_remote_code: bool = False,
     direct_4bit_kernel: bool = True,
+    grouped_decode_attention: bool = True,
 ) -> LoadedModel:
     """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError.
 
-    ``direct_4bit_kernel=False`` keeps bitsandbytes' own per-layer forward for 4-bit layers on CPU
-    (the default calls the same kernel directly, with identical results; see ``_cpu_4bit``).
+    CPU decode speed-ups, each with an off switch for comparisons: ``direct_4bit_kernel=False`` keeps
+    bitsandbytes' own per-layer forward for 4-bit layers (the default calls the same kernel directly,
+    with identical results; see ``_cpu_4bit``); ``grouped_decode_attention=False`` keeps transformers'
+    ``sdpa`` for one-token steps of grouped-query models in bf16/fp16 (see ``_cpu_attention``).
     """
+    speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention)
     started = time.perf_counter()
     if isinstance(model, tuple):
         if quantization is not None or device_map is not None or torch_dtype is not None:
@@ -127,7 +141,7 @@ def load_model(
                 "quantization, device_map and torch_dtype cannot be applied to an already-loaded "
                 "(model, tokenizer); pass them to load_model(path_or_id, ...) instead."
             )
-        loaded = _from_objects(model, direct_4bit_kernel)
+        loaded = _from_objects(model, speedups)
         loaded.load_seconds = time.perf_counter() - started
         return loaded
     device = target_device(device_map)
@@ -148,7 +162,7 @@ def load_model(
         hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
     if source == "hub-cache":
         where = _hub_snapshot(name) or where
-    loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where, direct_4bit_kernel)
+    loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where, speedups)
     loaded.load_seconds = time.perf_counter() - started
     return loaded
 
@@ -426,13 +440,14 @@ def _finish(
     quant: str | None,
     chat: ChatTokens,
     where: str | None,
-    direct_4bit_kernel: bool,
+    speedups: _Speedups,
 ) -> LoadedModel:
-    """Freeze the model for inference and collect what the engine needs to know about it."""
+    """Freeze the model for inference, apply the CPU speed-ups and collect what the engine needs to know."""
     model.eval()
     model.requires_grad_(False)
     _ensure_pad_token(tokenizer, model, chat)
-    direct_layers = direct_cpu_4bit(model) if direct_4bit_kernel and quant == "4bit" else 0
+    direct_layers = direct_cpu_4bit(model) if speedups.direct_4bit_kernel and quant == "4bit" else 0
+    grouped = use_grouped_decode_attention(model) if speedups.grouped_decode_attention else False
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -446,10 +461,11 @@ def _finish(
         context_window=context_window_of(model, tokenizer),
         path=where,
         direct_4bit_layers=direct_layers,
+        grouped_decode_attention=grouped,
     )
 
 
-def _from_objects(pair: tuple[Any, ...], direct_4bit_kernel: bool) -> LoadedModel:
+def _from_objects(pair: tuple[Any, ...], speedups: _Speedups) -> LoadedModel:
     """Wrap an already-loaded ``(model, tokenizer)`` pair, checking it is a ChatML causal LM."""
     if len(pair) != 2:
         raise UnsupportedOptionError(f"model tuple must be (model, tokenizer), got {len(pair)} items.")
@@ -468,7 +484,7 @@ def _from_objects(pair: tuple[Any, ...], direct_4bit_kernel: bool) -> LoadedMode
     chat = chat_tokens_of(tokenizer, name)
     quant_config = getattr(model.config, "quantization_config", None)
     quant = _describe_quantization(quant_config)
-    return _finish(model, tokenizer, name, "object", quant, chat, None, direct_4bit_kernel)
+    return _finish(model, tokenizer, name, "object", quant, chat, None, speedups)
 
 
 def _describe_quantization(config: Any) -> str | None:
