@@ -227,6 +227,9 @@ class DirectKernelGroup:
         lead = x.shape[:-1]
         if len(self._sizes) == 1:
             parts = [out.view(*lead, self._out_features)]
+        elif rows.shape[0] == 1:
+            # One row (a decode step): each member's slice views as (*lead, size) without a copy.
+            parts = [part.view(*lead, part.shape[-1]) for part in out.split(self._sizes, dim=1)]
         else:
             parts = [part.contiguous().view(*lead, part.shape[-1]) for part in out.split(self._sizes, dim=1)]
         return parts if x.dtype == out.dtype else [part.to(x.dtype) for part in parts]
