@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from hermes_core import _gguf_cache
 from hermes_core._cpu_4bit import direct_cpu_4bit
 from hermes_core._cpu_attention import use_grouped_decode_attention
+from hermes_core._cpu_linear import prepack_cpu_linears
 from hermes_core._quantization import (
     bnb_config,
     default_device_map,
@@ -50,6 +51,7 @@ class _Speedups(NamedTuple):
 
     direct_4bit_kernel: bool
     grouped_decode_attention: bool
+    prepack_linear: bool | None
 
 
 class ChatTokens(NamedTuple):
@@ -79,6 +81,8 @@ class LoadedModel:
     direct_4bit_layers: int = 0
     # One-token attention steps run with folded query heads (hermes_core._cpu_attention).
     grouped_decode_attention: bool = False
+    # bf16 nn.Linear layers running on weights prepacked for oneDNN (hermes_core._cpu_linear).
+    prepacked_linears: int = 0
 
     def weights_summary(self) -> str:
         """How the weights are held, for people: e.g. "bfloat16" or "4bit NF4, rest bfloat16"."""
@@ -125,15 +129,19 @@ def load_model(
     trust_remote_code: bool = False,
     direct_4bit_kernel: bool = True,
     grouped_decode_attention: bool = True,
+    prepack_linear: bool | None = None,
 ) -> LoadedModel:
     """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError.
 
     CPU decode speed-ups, each with an off switch for comparisons: ``direct_4bit_kernel=False`` keeps
     bitsandbytes' own per-layer forward for 4-bit layers (the default calls the same kernel directly,
     with identical results; see ``_cpu_4bit``); ``grouped_decode_attention=False`` keeps transformers'
-    ``sdpa`` for one-token steps of grouped-query models in bf16/fp16 (see ``_cpu_attention``).
+    ``sdpa`` for one-token steps of grouped-query models in bf16/fp16 (see ``_cpu_attention``);
+    ``prepack_linear`` reorders bf16 ``nn.Linear`` weights once for oneDNN (identical results, see
+    ``_cpu_linear``): by default for models loaded here, whose dense copies it then frees, and not
+    for a ``(model, tokenizer)`` pair unless True (the pair keeps its dense weights, so memory grows).
     """
-    speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention)
+    speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear)
     started = time.perf_counter()
     if isinstance(model, tuple):
         if quantization is not None or device_map is not None or torch_dtype is not None:
@@ -448,6 +456,9 @@ def _finish(
     _ensure_pad_token(tokenizer, model, chat)
     direct_layers = direct_cpu_4bit(model) if speedups.direct_4bit_kernel and quant == "4bit" else 0
     grouped = use_grouped_decode_attention(model) if speedups.grouped_decode_attention else False
+    owned = source != "object"
+    prepack = owned if speedups.prepack_linear is None else speedups.prepack_linear
+    packed = prepack_cpu_linears(model, release_dense=owned) if prepack else 0
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -462,6 +473,7 @@ def _finish(
         path=where,
         direct_4bit_layers=direct_layers,
         grouped_decode_attention=grouped,
+        prepacked_linears=packed,
     )
 
 
