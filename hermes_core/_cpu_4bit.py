@@ -55,7 +55,16 @@ def direct_cpu_4bit(model: Any) -> int:
         group = DirectKernelGroup(members)
         for index, layer in enumerate(members):
             layer.forward = group.forward_for(index)
+            layer._direct_kernel_group = group
     return len(layers)
+
+
+def kernel_group_of(layers: Sequence[Any]) -> DirectKernelGroup | None:
+    """The group that runs exactly ``layers`` (in this order) as one kernel call, if there is one."""
+    group = getattr(layers[0], "_direct_kernel_group", None) if layers else None
+    if group is None or len(group.layers) != len(layers):
+        return None
+    return group if all(a is b for a, b in zip(group.layers, layers, strict=True)) else None
 
 
 def _candidate_layers(model: Any) -> list[tuple[str, Any]]:
@@ -146,6 +155,10 @@ class DirectKernelGroup:
         self._input = x if len(outputs) > 1 else None
         self._pending = {i: output for i, output in enumerate(outputs) if i != index}
         return outputs[index]
+
+    def run_all(self, x: Any) -> list[Any]:
+        """Every member's output for ``x``, from one kernel call once the weights are packed."""
+        return self._run_all(x)
 
     def _run_all(self, x: Any) -> list[Any]:
         if self.direct is None:

@@ -16,7 +16,31 @@ import functools
 from typing import Any
 
 ATTENTION_NAME = "hermes_cpu_sdpa"
-_LOW_PRECISION = ("torch.bfloat16", "torch.float16")
+
+
+def folds(module: Any, query: Any, attention_mask: Any, kwargs: dict[str, Any], dropout: float = 0.0) -> bool:
+    """Whether this attention call is a one-token GQA step in bf16/fp16 on CPU that folding handles."""
+    return (
+        getattr(module, "num_key_value_groups", 1) > 1
+        and query.shape[2] == 1
+        and attention_mask is None
+        and dropout == 0.0
+        and query.device.type == "cpu"
+        and query.dtype in _low_precision()
+        and kwargs.get("position_bias") is None
+        and kwargs.get("softcap") is None
+        and not kwargs.get("output_attentions", False)
+    )
+
+
+def folded_attention(query: Any, key: Any, value: Any, scaling: float | None) -> Any:
+    """One-token attention with the query heads folded into their key/value head's rows: (batch, 1, heads, dim)."""
+    import torch
+
+    batch, heads, _, dim = query.shape
+    folded = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)
+    output = torch.nn.functional.scaled_dot_product_attention(folded, key, value, scale=scaling)
+    return output.reshape(batch, 1, heads, value.shape[-1])
 
 
 def grouped_decode_attention(
@@ -30,29 +54,20 @@ def grouped_decode_attention(
     **kwargs: Any,
 ) -> tuple[Any, None]:
     """transformers' ``sdpa`` attention, with one-token GQA steps in bf16/fp16 on CPU run with folded heads."""
+    if folds(module, query, attention_mask, kwargs, dropout):
+        return folded_attention(query, key, value, scaling), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    groups = getattr(module, "num_key_value_groups", 1)
-    if (
-        groups > 1
-        and query.shape[2] == 1
-        and attention_mask is None
-        and dropout == 0.0
-        and query.device.type == "cpu"
-        and str(query.dtype) in _LOW_PRECISION
-        and kwargs.get("position_bias") is None
-        and kwargs.get("softcap") is None
-        and not kwargs.get("output_attentions", False)
-    ):
-        import torch
-
-        batch, heads, _, dim = query.shape
-        folded = query.reshape(batch, heads // groups, groups, dim)
-        output = torch.nn.functional.scaled_dot_product_attention(folded, key, value, scale=scaling)
-        return output.reshape(batch, 1, heads, value.shape[-1]), None
     return sdpa_attention_forward(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
     )
+
+
+@functools.cache
+def _low_precision() -> tuple[Any, ...]:
+    import torch
+
+    return (torch.bfloat16, torch.float16)
 
 
 @functools.cache
@@ -72,7 +87,7 @@ def use_grouped_decode_attention(model: Any) -> bool:
     config = getattr(model, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
-    if str(getattr(model, "dtype", None)) not in _LOW_PRECISION:
+    if getattr(model, "dtype", None) not in _low_precision():
         return False
     device = getattr(model, "device", None)
     if device is None or getattr(device, "type", None) != "cpu":

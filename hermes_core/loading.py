@@ -22,6 +22,7 @@ from hermes_core import _gguf_cache
 from hermes_core._cpu_4bit import direct_cpu_4bit
 from hermes_core._cpu_attention import use_grouped_decode_attention
 from hermes_core._cpu_linear import prepack_cpu_linears
+from hermes_core._lean_decode import use_lean_decode_layers
 from hermes_core._quantization import (
     bnb_config,
     default_device_map,
@@ -47,11 +48,12 @@ _PROGRESS_LOCK = threading.RLock()
 
 
 class _Speedups(NamedTuple):
-    """Which CPU decode speed-ups ``load_model`` applies (both on by default)."""
+    """Which CPU decode speed-ups ``load_model`` applies (see its docstring; all on by default)."""
 
     direct_4bit_kernel: bool
     grouped_decode_attention: bool
     prepack_linear: bool | None
+    lean_decode: bool
 
 
 class ChatTokens(NamedTuple):
@@ -83,6 +85,8 @@ class LoadedModel:
     grouped_decode_attention: bool = False
     # bf16 nn.Linear layers running on weights prepacked for oneDNN (hermes_core._cpu_linear).
     prepacked_linears: int = 0
+    # Llama decoder layers whose one-token step runs lean (hermes_core._lean_decode).
+    lean_decode_layers: int = 0
 
     def weights_summary(self) -> str:
         """How the weights are held, for people: e.g. "bfloat16" or "4bit NF4, rest bfloat16"."""
@@ -130,6 +134,7 @@ def load_model(
     direct_4bit_kernel: bool = True,
     grouped_decode_attention: bool = True,
     prepack_linear: bool | None = None,
+    lean_decode: bool = True,
 ) -> LoadedModel:
     """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError.
 
@@ -139,9 +144,11 @@ def load_model(
     ``sdpa`` for one-token steps of grouped-query models in bf16/fp16 (see ``_cpu_attention``);
     ``prepack_linear`` reorders bf16 ``nn.Linear`` weights once for oneDNN (identical results, see
     ``_cpu_linear``): by default for models loaded here, whose dense copies it then frees, and not
-    for a ``(model, tokenizer)`` pair unless True (the pair keeps its dense weights, so memory grows).
+    for a ``(model, tokenizer)`` pair unless True (the pair keeps its dense weights, so memory grows);
+    ``lean_decode=False`` keeps transformers' own one-token step of Llama decoder layers (the default
+    runs the same operations with less Python in between, identical results; see ``_lean_decode``).
     """
-    speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear)
+    speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear, lean_decode)
     started = time.perf_counter()
     if isinstance(model, tuple):
         if quantization is not None or device_map is not None or torch_dtype is not None:
@@ -459,6 +466,7 @@ def _finish(
     owned = source != "object"
     prepack = owned if speedups.prepack_linear is None else speedups.prepack_linear
     packed = prepack_cpu_linears(model, release_dense=owned) if prepack else 0
+    lean = use_lean_decode_layers(model) if speedups.lean_decode else 0
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -474,6 +482,7 @@ def _finish(
         direct_4bit_layers=direct_layers,
         grouped_decode_attention=grouped,
         prepacked_linears=packed,
+        lean_decode_layers=lean,
     )
 
 

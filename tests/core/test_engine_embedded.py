@@ -145,3 +145,24 @@ def test_direct_4bit_kernel_gives_the_same_tool_call_as_bitsandbytes_own_path():
     ):
         a, b = direct.generate(messages, **options), own.generate(messages, **options)
         assert a.raw_text == b.raw_text and a.usage == b.usage
+
+
+@pytest.mark.parametrize("load", [{"quantization": "4bit"}, {"torch_dtype": "bfloat16"}], ids=["nf4", "bf16"])
+def test_exact_cpu_speedups_keep_the_tokens_of_the_plain_path(load):
+    """Direct 4-bit kernel, prepacked bf16 linears and the lean Llama step change speed, not tokens."""
+    fast = get_engine(max_new_tokens=48, **load)
+    plain = get_engine(
+        max_new_tokens=48, direct_4bit_kernel=False, prepack_linear=False, lean_decode=False, **load
+    )
+    assert fast.loaded.lean_decode_layers == 30 and plain.loaded.lean_decode_layers == 0
+    from hermes_core._cpu_linear import prepacking_available
+
+    assert plain.loaded.prepacked_linears == 0 and (
+        fast.loaded.prepacked_linears > 0 or not prepacking_available()
+    )
+    for messages, options in (
+        (ASK_TSLA, {"tools": [STOCK_TOOL], "tool_choice": "required"}),
+        ([Message("user", "Tell me a short story about a robot.")], {"max_new_tokens": 40}),
+    ):
+        a, b = fast.generate(messages, **options), plain.generate(messages, **options)
+        assert a.raw_text == b.raw_text and a.usage == b.usage
