@@ -9,7 +9,9 @@ Method: every configuration is loaded into this one process and measured in inte
 (A, B, C, A, B, C, ...) so that machine load hits each alike; figures are medians over the rounds and
 are compared as ratios against fp32 measured side by side. Peak RSS comes from a fresh subprocess
 per configuration (``VmHWM``: load + one short generation). Decode speed is greedy, with exactly
-``--tokens`` new tokens forced (``min_new_tokens``), timed from the first to the last token.
+``--tokens`` new tokens forced (``min_new_tokens``), timed from the first to the last token, through
+the KV cache the engine decodes into (transformers' own for the ``-plain`` configuration). For decode
+against llama.cpp interleaved round by round, and each CPU speed-up on its own, see bench_decode.py.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Config:
     quantization: str | None = None
     compute_dtype: str | None = None
     dynamic_int8: bool = False
+    # The engine's CPU decode speed-ups (load options + the in-place KV cache); False = plain transformers.
+    speedups: bool = True
 
 
 CONFIGS: dict[str, Config] = {
@@ -80,6 +84,13 @@ CONFIGS: dict[str, Config] = {
             "bfloat16",
             "4bit",
         ),
+        Config(
+            "nf4-bf16-plain",
+            "as nf4-bf16-all, every CPU decode speed-up off (plain transformers + bitsandbytes)",
+            "bfloat16",
+            "4bit",
+            speedups=False,
+        ),
         Config("int8", 'LLM.int8 (quantization="8bit")', "float32", "8bit"),
         Config(
             "dynint8",
@@ -91,7 +102,7 @@ CONFIGS: dict[str, Config] = {
         ),
     ]
 }
-QUICK_CONFIGS = ["fp32", "bf16", "nf4-fp32", "nf4-bf16", "nf4-bf16-all", "int8"]
+QUICK_CONFIGS = ["fp32", "bf16", "nf4-fp32", "nf4-bf16", "nf4-bf16-all", "nf4-bf16-plain", "int8"]
 FULL_CONFIGS = [*QUICK_CONFIGS, "dynint8"]
 
 
@@ -131,8 +142,16 @@ def load_config(config: Config) -> Any:
 
     with four_bit_compute(config.compute_dtype):
         loaded = load_model(
-            None, quantization=config.quantization, torch_dtype=config.torch_dtype, progress=False
+            None,
+            quantization=config.quantization,
+            torch_dtype=config.torch_dtype,
+            progress=False,
+            direct_4bit_kernel=config.speedups,
+            grouped_decode_attention=config.speedups,
+            prepack_linear=config.speedups,
+            lean_decode=config.speedups,
         )
+    loaded.engine_kv_cache = config.speedups  # read by decode_cache()
     if config.dynamic_int8:
         model = loaded.model
         if model.lm_head.weight is model.get_input_embeddings().weight:  # untie: embeddings stay float
@@ -173,7 +192,7 @@ def child_memory(name: str) -> dict[str, Any]:
     ids = torch.tensor([loaded.tokenizer("Hello", add_special_tokens=False).input_ids])
     with torch.inference_mode():
         loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
-    return {"weights": loaded.model.get_memory_footprint(), "peak_rss": peak_rss_bytes(), "load_s": load_s}
+    return {"weights": loaded.weight_bytes(), "peak_rss": peak_rss_bytes(), "load_s": load_s}
 
 
 def measure_memory(names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -280,6 +299,15 @@ def bare_generate(
     return out[0, len(prompt_ids) :].tolist(), stamps
 
 
+def decode_cache(loaded: Any) -> Any:
+    """The KV cache the engine decodes into (None = transformers' DynamicCache, for the plain configs)."""
+    if not getattr(loaded, "engine_kv_cache", True):
+        return None
+    from hermes_core._kv_cache import new_kv_cache
+
+    return new_kv_cache(loaded.model)
+
+
 def prefill_cache(loaded: Any, prompt_ids: Sequence[int]) -> Any:
     """The KV cache of all but the last prompt token (what the engine's prefix cache would hold)."""
     import torch
@@ -370,7 +398,9 @@ def speed_rounds(
         runs[name].call = tool_call_text(engine)
     for round_index in range(repeats):
         for name, model in loaded.items():
-            tokens, stamps = bare_generate(model, prompts[name], new_tokens, forced=True)
+            tokens, stamps = bare_generate(
+                model, prompts[name], new_tokens, forced=True, cache=decode_cache(model)
+            )
             runs[name].decode.append(stamps.decode_rate())
             runs[name].tokens = tokens
             cold, warm, reused = ttft_pair(engines[name])
@@ -893,6 +923,7 @@ def main() -> None:
             f"{llama['prompt_tokens']} tokens {llama['prefill']:.2f} s; best engine config {best} reaches "
             f"{best_decode / llama['decode']:.0%} of llama.cpp decode (goal >= 50%)"
         )
+        print("(measured after the engine rounds; bench_decode.py interleaves the two round by round)")
     print(
         f"\ntotal benchmark time {time.perf_counter() - began:.0f} s; load average at end: {load_average()}"
     )

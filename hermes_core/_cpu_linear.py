@@ -66,6 +66,7 @@ def prepack_cpu_linears(model: Any, *, release_dense: bool) -> int:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
             bias = None if module.bias is None else module.bias.detach()
             module.forward = _packed_forward(packed, bias)
+            module._prepacked_weight = packed
             if release_dense and uses[id(weight)] == 1:
                 module.weight = torch.nn.Parameter(
                     torch.empty(0, dtype=weight.dtype, device=weight.device), requires_grad=False
@@ -83,3 +84,13 @@ def _packed_forward(packed: Any, bias: Any) -> Callable[[Any], Any]:
         return linear(x, packed, bias, "none", [], "")
 
     return forward
+
+
+def prepacked_bytes(model: Any) -> int:
+    """Bytes held by prepacked weights (not counted by ``model.get_memory_footprint()``)."""
+    total = 0
+    for module in model.modules():
+        packed = vars(module).get("_prepacked_weight")
+        if packed is not None:
+            total += packed.numel() * packed.element_size()
+    return total

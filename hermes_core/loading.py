@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from hermes_core import _gguf_cache
 from hermes_core._cpu_4bit import direct_cpu_4bit
 from hermes_core._cpu_attention import use_grouped_decode_attention
-from hermes_core._cpu_linear import prepack_cpu_linears
+from hermes_core._cpu_linear import prepack_cpu_linears, prepacked_bytes
 from hermes_core._lean_decode import use_lean_decode_layers
 from hermes_core._quantization import (
     bnb_config,
@@ -87,6 +87,10 @@ class LoadedModel:
     prepacked_linears: int = 0
     # Llama decoder layers whose one-token step runs lean (hermes_core._lean_decode).
     lean_decode_layers: int = 0
+
+    def weight_bytes(self) -> int:
+        """Bytes the weights take: parameters and buffers plus prepacked copies (see ``_cpu_linear``)."""
+        return int(self.model.get_memory_footprint()) + prepacked_bytes(self.model)
 
     def weights_summary(self) -> str:
         """How the weights are held, for people: e.g. "bfloat16" or "4bit NF4, rest bfloat16"."""

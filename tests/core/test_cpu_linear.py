@@ -55,6 +55,10 @@ def test_dense_copies_are_freed_except_a_tied_output_layer(tiny_model_dir):
     assert model.lm_head.weight.shape == (model.config.vocab_size, model.config.hidden_size)
     body = sum(p.numel() for name, p in model.named_parameters() if ".layers." in name and p.dim() == 2)
     assert body == 0
+    dense = load_model(tiny_model_dir, torch_dtype="bfloat16", progress=False, prepack_linear=False)
+    # A packed copy replaces each dense weight; the tied output layer keeps the embedding as well.
+    output_layer = model.lm_head.weight.numel() * 2
+    assert loaded.weight_bytes() == dense.weight_bytes() + output_layer
 
 
 @needs_prepacking
