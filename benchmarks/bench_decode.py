@@ -5,7 +5,7 @@ Usage: ``.venv/bin/python benchmarks/bench_decode.py [--rounds 6] [--tokens 48] 
 
 Method: every variant of the embedded SmolLM2-135M and llama.cpp on the same GGUF are loaded into
 this one process and measured in interleaved rounds (each variant and llama.cpp once a round, in
-an order rotated every round, after a short pause), at two context lengths: the story prompt alone (short) and the same request after the
+an order shuffled every round, after a short pause), at two context lengths: the story prompt alone (short) and the same request after the
 10-tool system prompt (long, ~1,600 tokens: what every agent turn decodes after). Decode is greedy
 with exactly ``--tokens`` new tokens (``min_new_tokens``), timed from the first to the last new token
 (prefill excluded), through the KV cache the engine decodes into. Ratios against llama.cpp are taken
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import random
 import statistics
 import sys
 import time
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per decode run (default 48)")
     parser.add_argument("--threads", type=int, help="torch and llama.cpp threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the per-round run order")
     parser.add_argument(
         "--variants", help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS)
     )
@@ -192,17 +194,18 @@ def main() -> None:
         engine_decode(models[variant.name], variant, prompts["short"], 4)
     if llama is not None:
         llama.decode(llama_prompts["short"], 4)
-    # Runners take turns in an order rotated every round, so none always runs right after another
-    # (llama.cpp's and OpenMP's threads spin for a while after work, slowing whoever runs next), and
-    # each run starts after a short pause for those threads to go idle.
+    # Runners take turns in an order shuffled every round (seeded), so none always runs right after
+    # another (llama.cpp's and OpenMP's threads spin for a while after work, which may slow whoever
+    # runs next), and each run starts after a short pause for those threads to go idle.
     runners: list[tuple[str, Any]] = [
         (v.name, lambda ids, v=v: engine_decode(models[v.name], v, ids, args.tokens)) for v in chosen
     ]
     if llama is not None:
         runners.append(("llama.cpp", None))
+    order = random.Random(args.seed)
     for round_index in range(args.rounds):
-        shift = round_index % len(runners)
-        for name, run in runners[shift:] + runners[:shift]:
+        order.shuffle(runners)
+        for name, run in runners:
             for context in ("short", "long"):
                 time.sleep(SETTLE_SECONDS)
                 if run is None:
