@@ -1,10 +1,12 @@
 """Decode-step attention for grouped-query models in bf16/fp16 on CPU, without torch's slow GQA path.
 
 For one new token with no mask, transformers calls ``scaled_dot_product_attention(..., enable_gqa=True)``.
-On CPU in bf16 that kernel takes ~0.9 ms per layer at 1,600 cached tokens (measured here), 27 ms of a
-decode step of the embedded model; given the query heads folded into the rows of their key/value head
-(``[batch, kv_heads, group, dim]``, the layout transformers itself uses when a mask is present) the same
-kernel takes ~0.15 ms. Every other call (prefill, masks, fp32, GPUs) goes to transformers' own ``sdpa``.
+On CPU in bf16 that kernel took 1.2 ms per layer at 1,600 cached tokens here (benchmarks/
+bench_cpu_kernels.py), 36 ms of a decode step of the embedded model; given the query heads folded into
+the rows of their key/value head (``[batch, kv_heads, group, dim]``, the layout transformers itself
+uses when a mask is present) the same kernel took 0.31 ms. Every other call (prefill, masks, fp32,
+GPUs) goes to transformers' own ``sdpa``. The result is as accurate but rounded differently, so greedy
+text can part from transformers' after some tokens (benchmarks/decode_agreement.py).
 
 Registered with transformers' ``AttentionInterface`` under ``ATTENTION_NAME``; it applies to prefill
 and decode alike, so ``model.generate`` with or without the engine computes the same thing.
