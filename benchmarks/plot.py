@@ -86,19 +86,31 @@ def _decode_panel(ax: Any, decode: dict[str, Any]) -> None:
 
 
 def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
-    """Decode speed per load configuration, against the outside llama.cpp reference."""
+    """Decode speed per load, short and long context, each bar labelled with its share of llama.cpp's."""
     rows = list(engine["decode"].items())
-    for y, (label, speed) in enumerate(rows):
-        color = COLORS[0] if label in engine["defaults"] else COLORS[2]
-        ax.barh(y, speed, height=0.5, color="#c62828" if label.startswith("llama.cpp") else color)
-        ax.text(speed + 1.5, y, f"{speed:g}", va="center", fontsize=8)
     reference = engine["llama_cpp_reference_tok_s"]
-    ax.axvline(reference / 2, color="#c62828", linestyle=":")
-    ax.text(reference / 2 + 1.5, len(rows) - 0.6, "half of llama.cpp", fontsize=7, color="#c62828")
-    ax.set_xlim(0, reference * 1.15)
+    height = 0.38
+    for i, (context, alpha) in enumerate(zip(engine["contexts"], (1.0, 0.55), strict=True)):
+        for y, (label, speeds) in enumerate(rows):
+            base = COLORS[0] if label in engine["defaults"] else COLORS[2]
+            color = "#c62828" if label.startswith("llama.cpp") else base
+            position = y + (i - 0.5) * height
+            ax.barh(
+                position,
+                speeds[i],
+                height=height,
+                color=color,
+                alpha=alpha,
+                label=context if y == 0 else None,
+            )
+            shares = engine["share_of_llama_cpp_percent"].get(label)
+            share = f" ({shares[i]}%)" if shares else ""
+            ax.text(speeds[i] + 1.5, position, f"{speeds[i]:g}{share}", va="center", fontsize=7)
+    ax.set_xlim(0, max(reference) * 1.3)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("greedy decode (tok/s; blue = a CPU default; one run, side by side)")
+    ax.legend(fontsize=7, loc="center right")
+    ax.set_xlabel("greedy decode tok/s (% of llama.cpp, median of per-round ratios); blue = a CPU default")
     ax.set_title("Decode speed: engine vs llama.cpp, same 135M model, 2 cores", fontsize=10)
 
 

@@ -23,6 +23,7 @@ FIGURE_KEYS = (
     "ttft",
     "ttft_prompt_tokens",
     "llama_cpp_reference_tok_s",
+    "share_of_llama_cpp_percent",
 )
 
 
