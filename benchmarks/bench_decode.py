@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_average, machine_summary
-from bench_engine import STORY, TTFT_TOOLS, Timestamps, quiet_libraries
+from bench_engine import SPEEDUP_OPTIONS, STORY, TTFT_TOOLS, Timestamps, load_embedded, quiet_libraries
 
 SETTLE_SECONDS = 0.3
 
@@ -79,18 +79,8 @@ class Samples:
 
 def load_variant(variant: Variant) -> Any:
     """The embedded model loaded as ``variant`` says (a ``LoadedModel``)."""
-    from hermes_core.loading import load_model
-
-    return load_model(
-        None,
-        quantization=variant.quantization,
-        torch_dtype=variant.torch_dtype,
-        progress=False,
-        direct_4bit_kernel=variant.direct_4bit_kernel,
-        grouped_decode_attention=variant.grouped_decode_attention,
-        prepack_linear=variant.prepack_linear,
-        lean_decode=variant.lean_decode,
-    )
+    switches = {name: getattr(variant, name) for name in SPEEDUP_OPTIONS}
+    return load_embedded(variant.quantization, variant.torch_dtype, **switches)
 
 
 def engine_decode(loaded: Any, variant: Variant, prompt_ids: list[int], new_tokens: int) -> float:

@@ -134,23 +134,24 @@ def four_bit_compute(dtype_name: str | None) -> Iterator[None]:
         _quantization.compute_dtype = original
 
 
+# load_model's switches for the engine's CPU decode speed-ups (see docs/engine.md, "Decode on CPU").
+SPEEDUP_OPTIONS = ("direct_4bit_kernel", "grouped_decode_attention", "prepack_linear", "lean_decode")
+
+
+def load_embedded(quantization: str | None, torch_dtype: str, **speedups: bool) -> Any:
+    """The embedded model with ``quantization`` and ``torch_dtype``, CPU speed-ups as switched (a ``LoadedModel``)."""
+    from hermes_core.loading import load_model
+
+    return load_model(None, quantization=quantization, torch_dtype=torch_dtype, progress=False, **speedups)
+
+
 def load_config(config: Config) -> Any:
     """Load the embedded model as ``config`` says; returns a ``LoadedModel``."""
     import torch
 
-    from hermes_core.loading import load_model
-
     with four_bit_compute(config.compute_dtype):
-        loaded = load_model(
-            None,
-            quantization=config.quantization,
-            torch_dtype=config.torch_dtype,
-            progress=False,
-            direct_4bit_kernel=config.speedups,
-            grouped_decode_attention=config.speedups,
-            prepack_linear=config.speedups,
-            lean_decode=config.speedups,
-        )
+        switches = dict.fromkeys(SPEEDUP_OPTIONS, config.speedups)
+        loaded = load_embedded(config.quantization, config.torch_dtype, **switches)
     loaded.engine_kv_cache = config.speedups  # read by decode_cache()
     if config.dynamic_int8:
         model = loaded.model

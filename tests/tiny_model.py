@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# 2 layers, grouped-query attention (4 query heads, 2 key/value heads), hidden 64.
+TINY_SIZES = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
 
 _CORPUS = [
@@ -51,11 +59,7 @@ def build_tiny_model(path: str | Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY_SIZES,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -63,5 +67,38 @@ def build_tiny_model(path: str | Path, *, seed: int = 0) -> Path:
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    return path
+
+
+def build_tiny_qwen2(
+    path: str | Path, tokenizer_dir: str | Path, *, seed: int = 1, bias_std: float = 0.0
+) -> Path:
+    """Write a tiny Qwen2 (q/k/v with biases; ``bias_std`` > 0 makes them non-zero) with ``tokenizer_dir``'s tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    path, tokenizer_dir = Path(path), Path(tokenizer_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, path / name)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        **TINY_SIZES,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    model = Qwen2ForCausalLM(config)
+    if bias_std:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0, bias_std)
     model.save_pretrained(path)
     return path

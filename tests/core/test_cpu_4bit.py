@@ -6,13 +6,12 @@ and the equality checks below still compare the two loads (then both are bitsand
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 from hermes_core._cpu_4bit import direct_cpu_4bit
 from hermes_core.loading import load_model
+from tests.tiny_model import build_tiny_qwen2
 
 bnb = pytest.importorskip("bitsandbytes")
 from bitsandbytes.functional import has_avx512bf16  # noqa: E402
@@ -122,30 +121,7 @@ def test_direct_kernel_applies_to_an_already_loaded_pair(tiny_model_dir):
 
 def test_projections_with_bias_match_bit_for_bit(tiny_model_dir, tmp_path):
     """Qwen2 has q/k/v biases: the fused call adds them exactly as bitsandbytes does."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (tiny_model_dir / name).exists():
-            shutil.copy(tiny_model_dir / name, tmp_path / name)
-    torch.manual_seed(1)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-    )
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                proj.bias.normal_(0, 0.5)
-    model.save_pretrained(tmp_path)
+    build_tiny_qwen2(tmp_path, tiny_model_dir, bias_std=0.5)
     own, direct = _load(tmp_path, direct=False), _load(tmp_path, direct=True)
     assert direct.direct_4bit_layers == (2 * 7 if PACKED_KERNEL else 0)
     assert torch.equal(_logits(own), _logits(direct))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from hermes_core._kv_cache import new_kv_cache
 from hermes_core._lean_decode import LeanDecodeLayer, use_lean_decode_layers
 from hermes_core.engine import _cache_argument_name
 from hermes_core.loading import load_model
+from tests.tiny_model import build_tiny_qwen2
 
 PROMPT = torch.tensor([[1, 5, 9, 17, 33, 2, 8, 100, 7, 7, 3]])
 STEPS = [40, 41, 42, 7, 9, 100, 3, 5, 60, 61]
@@ -99,23 +98,7 @@ def test_lean_path_runs_for_one_token_steps_and_hands_everything_else_back(tiny_
 
 
 def test_other_architectures_and_hooked_layers_are_left_alone(tiny_model_dir, tmp_path):
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (tiny_model_dir / name).exists():
-            shutil.copy(tiny_model_dir / name, tmp_path / name)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-    )
-    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    build_tiny_qwen2(tmp_path, tiny_model_dir)
     assert load_model(tmp_path, torch_dtype="bfloat16", progress=False).lean_decode_layers == 0
 
     hooked = _load(tiny_model_dir, "bf16", lean=False).model
