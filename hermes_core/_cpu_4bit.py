@@ -209,8 +209,11 @@ class DirectKernelGroup:
         if self._bias is not None and self._compute_dtype is not None:
             self._bias = self._bias.to(self._compute_dtype)
 
-    def _kernel_run(self, x: Any) -> list[Any]:
-        """The members' outputs for ``x``, cast exactly as bitsandbytes' Linear4bit and gemv_4bit do."""
+    def run_joined(self, x: Any) -> Any:
+        """Every member's output for ``x`` side by side in one tensor ``(*x.shape[:-1], sum of sizes)``.
+
+        Only once the weights are packed (``direct`` is true): one kernel call, no split.
+        """
         import torch
 
         operand = self._compute_dtype or x.dtype  # bitsandbytes leaves x as it is without a compute dtype
@@ -237,12 +240,20 @@ class DirectKernelGroup:
             out = out.to(operand)
         if self._bias is not None:
             out += self._bias.to(operand)
-        lead = x.shape[:-1]
+        out = out.view(*x.shape[:-1], self._out_features)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Output features of each member, in order (known once the weights are packed)."""
+        return list(self._sizes)
+
+    def _kernel_run(self, x: Any) -> list[Any]:
+        """The members' outputs for ``x``, cast exactly as bitsandbytes' Linear4bit and gemv_4bit do."""
+        joined = self.run_joined(x)
         if len(self._sizes) == 1:
-            parts = [out.view(*lead, self._out_features)]
-        elif rows.shape[0] == 1:
-            # One row (a decode step): each member's slice views as (*lead, size) without a copy.
-            parts = [part.view(*lead, part.shape[-1]) for part in out.split(self._sizes, dim=1)]
-        else:
-            parts = [part.contiguous().view(*lead, part.shape[-1]) for part in out.split(self._sizes, dim=1)]
-        return parts if x.dtype == out.dtype else [part.to(x.dtype) for part in parts]
+            return [joined]
+        parts = joined.split(self._sizes, dim=-1)
+        if joined.numel() == self._out_features:  # one row (a decode step): the slices are views, no copy
+            return list(parts)
+        return [part.contiguous() for part in parts]

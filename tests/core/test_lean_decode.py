@@ -105,3 +105,25 @@ def test_other_architectures_and_hooked_layers_are_left_alone(tiny_model_dir, tm
     hooked.model.layers[0].mlp.register_forward_hook(lambda *args: None)
     assert use_lean_decode_layers(hooked) == 1  # the other layer, which has no hook
     assert "forward" not in vars(hooked.model.layers[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sign_folded_rotation_is_apply_rotary_pos_emb_bit_for_bit(dtype):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from hermes_core._lean_decode import RotaryTables, _rotate
+
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(2, 6, 1, 16, generator=generator).to(dtype)
+    key = torch.randn(2, 2, 1, 16, generator=generator).to(dtype)
+    cos, sin = (torch.randn(2, 1, 16, generator=generator).to(dtype) for _ in range(2))
+    tables = RotaryTables()
+    expected = apply_rotary_pos_emb(query, key, cos, sin)
+    for _ in range(2):  # the second call reuses the tables made for this (cos, sin)
+        signed = tables.for_step(cos, sin, 16)
+        assert torch.equal(_rotate(query, *signed), expected[0])
+        assert torch.equal(_rotate(key, *signed), expected[1])
+    assert tables.for_step(cos, sin, 16) is signed
+    fresh_sin = sin.clone()
+    assert tables.for_step(cos, fresh_sin, 16) is not signed  # a new step's tensors: new tables
+    assert tables.for_step(cos[..., :8], sin[..., :8], 16) is None  # partial rotary: transformers' own path
