@@ -127,3 +127,20 @@ def test_sign_folded_rotation_is_apply_rotary_pos_emb_bit_for_bit(dtype):
     fresh_sin = sin.clone()
     assert tables.for_step(cos, fresh_sin, 16) is not signed  # a new step's tensors: new tables
     assert tables.for_step(cos[..., :8], sin[..., :8], 16) is None  # partial rotary: transformers' own path
+
+
+@pytest.mark.parametrize("name", ["fp32", "nf4-bf16"])
+def test_batched_steps_give_transformers_logits_bit_for_bit(tiny_model_dir, name):
+    prompt = torch.cat([PROMPT, PROMPT.flip(1)])  # two rows, no padding: the one-token steps carry no mask
+    steps = torch.tensor([STEPS, STEPS[::-1]]).T
+
+    def logits(model) -> torch.Tensor:
+        cache, rows = new_kv_cache(model), []
+        with torch.inference_mode():
+            rows.append(model(prompt, **{CACHE: cache}, use_cache=True).logits[:, -1])
+            for step in steps:
+                rows.append(model(step[:, None], **{CACHE: cache}, use_cache=True).logits[:, -1])
+        return torch.stack(rows)
+
+    stock, lean = _load(tiny_model_dir, name, lean=False), _load(tiny_model_dir, name, lean=True)
+    assert torch.equal(logits(stock.model), logits(lean.model))
