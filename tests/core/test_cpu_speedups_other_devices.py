@@ -1,0 +1,36 @@
+"""The CPU decode speed-ups leave a model on another device as transformers built it.
+
+No GPU is lent here, so a model on the ``meta`` device stands in for one: what is checked is the
+device test each speed-up makes before it touches a model, which is the same for any non-CPU device.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from hermes_core._cpu_attention import use_grouped_decode_attention
+from hermes_core._cpu_linear import prepack_cpu_linears, prepacking_available
+from hermes_core._lean_decode import use_lean_decode_layers
+
+
+def _bf16_model(path, device: str):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa")
+    return model.to(device)
+
+
+def test_speedups_apply_on_cpu(tiny_model_dir):
+    model = _bf16_model(tiny_model_dir, "cpu")
+    assert use_lean_decode_layers(model) == len(model.model.layers)
+    assert use_grouped_decode_attention(model)
+    if prepacking_available():
+        assert prepack_cpu_linears(model, release_dense=False) > 0
+
+
+def test_speedups_leave_a_model_on_another_device_alone(tiny_model_dir):
+    model = _bf16_model(tiny_model_dir, "meta")
+    assert use_lean_decode_layers(model) == 0
+    assert not use_grouped_decode_attention(model)
+    assert model.config._attn_implementation == "sdpa"
+    assert prepack_cpu_linears(model, release_dense=True) == 0
+    assert not any("forward" in vars(module) for module in model.modules())
