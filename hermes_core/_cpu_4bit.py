@@ -151,16 +151,13 @@ class DirectKernelGroup:
             if not self._pending:
                 self._input = None
             return output
-        outputs = self._run_all(x)
+        outputs = self.run_all(x)
         self._input = x if len(outputs) > 1 else None
         self._pending = {i: output for i, output in enumerate(outputs) if i != index}
         return outputs[index]
 
     def run_all(self, x: Any) -> list[Any]:
         """Every member's output for ``x``, from one kernel call once the weights are packed."""
-        return self._run_all(x)
-
-    def _run_all(self, x: Any) -> list[Any]:
         if self.direct is None:
             return self._first_run(x)
         if not self.direct:

@@ -1,4 +1,4 @@
-"""The CPU decode speed-ups leave a model on another device as transformers built it.
+"""Where the CPU decode speed-ups apply: CPU models, a pair passed in (in place, unless switched off), no other device.
 
 No GPU is lent here, so a model on the ``meta`` device stands in for one: what is checked is the
 device test each speed-up makes before it touches a model, which is the same for any non-CPU device.
@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM
 
-from hermes_core._cpu_attention import use_grouped_decode_attention
+from hermes_core._cpu_attention import ATTENTION_NAME, use_grouped_decode_attention
 from hermes_core._cpu_linear import prepack_cpu_linears, prepacking_available
 from hermes_core._lean_decode import use_lean_decode_layers
+from hermes_core.loading import load_model
 
 
 def _bf16_model(path, device: str):
@@ -34,3 +35,16 @@ def test_speedups_leave_a_model_on_another_device_alone(tiny_model_dir):
     assert model.config._attn_implementation == "sdpa"
     assert prepack_cpu_linears(model, release_dense=True) == 0
     assert not any("forward" in vars(module) for module in model.modules())
+
+
+def test_a_pair_passed_in_is_sped_up_in_place_unless_switched_off(tiny_model_dir):
+    model = _bf16_model(tiny_model_dir, "cpu")
+    tokenizer = load_model(tiny_model_dir, progress=False).tokenizer
+    off = {"direct_4bit_kernel": False, "grouped_decode_attention": False, "lean_decode": False}
+    untouched = load_model((model, tokenizer), progress=False, **off)
+    assert untouched.lean_decode_layers == 0 and not untouched.grouped_decode_attention
+    assert model.config._attn_implementation == "sdpa"
+    assert not any("forward" in vars(module) for module in model.modules())
+    sped_up = load_model((model, tokenizer), progress=False)
+    assert sped_up.lean_decode_layers == len(model.model.layers)
+    assert model.config._attn_implementation == ATTENTION_NAME
