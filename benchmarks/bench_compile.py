@@ -40,7 +40,7 @@ def measure(name: str, tokens: int, repeats: int) -> dict[str, Any]:
     import torch
     from transformers import CompileConfig
 
-    from hermes_core.loading import load_model
+    from hermes_core.engines.local.loading import load_model
 
     loaded = load_model(None, progress=False, **CONFIGS[name])
     model = loaded.model

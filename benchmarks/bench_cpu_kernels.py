@@ -5,11 +5,11 @@ Usage: ``.venv/bin/python benchmarks/bench_cpu_kernels.py [--repeats 7]``
 Prints, for one decode step's worth of calls (medians of interleaved repeats, microseconds per call):
 1. one-token attention in bf16 (9 query heads, 3 key/value heads of 64, 30 layers' worth of distinct
    KV so caches behave as in the model): torch's ``enable_gqa`` kernel, which transformers calls, vs
-   the folded layout of ``hermes_core._cpu_attention``, at several cached lengths;
+   the folded layout of ``hermes_core.engines.local.cpu.folded_attention``, at several cached lengths;
 2. one-row bf16 linears of the model's shapes: ``F.linear`` vs the prepacked oneDNN weight of
-   ``hermes_core._cpu_linear`` (and whether the outputs are bit-identical);
+   ``hermes_core.engines.local.cpu.prepacked_linear`` (and whether the outputs are bit-identical);
 3. the embedded model's NF4 projections of one layer: bitsandbytes' own forward vs the direct kernel
-   of ``hermes_core._cpu_4bit``, both called as the model calls them (q, k, v then gate, up).
+   of ``hermes_core.engines.local.cpu.direct_4bit``, both called as the model calls them (q, k, v then gate, up).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def linear_rows(repeats: int) -> list[str]:
 def four_bit_rows(repeats: int) -> list[str]:
     import torch
 
-    from hermes_core.loading import load_model
+    from hermes_core.engines.local.loading import load_model
 
     models = {
         direct: load_model(

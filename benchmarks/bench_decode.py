@@ -39,7 +39,9 @@ class Variant:
     name: str
     quantization: str | None = "4bit"
     torch_dtype: str = "bfloat16"
-    engine_cache: bool = True  # the in-place KV cache (hermes_core._kv_cache) vs transformers' DynamicCache
+    engine_cache: bool = (
+        True  # the in-place KV cache (hermes_core.engines.local.kv_cache) vs transformers' DynamicCache
+    )
     grouped_decode_attention: bool = True
     prepack_linear: bool = True
     direct_4bit_kernel: bool = True
@@ -87,8 +89,8 @@ def engine_decode(loaded: Any, variant: Variant, prompt_ids: list[int], new_toke
     """Greedy decode tok/s of exactly ``new_tokens`` after ``prompt_ids``."""
     import torch
 
-    from hermes_core._kv_cache import new_kv_cache
-    from hermes_core.engine import _cache_argument_name
+    from hermes_core.engines.local.engine import _cache_argument_name
+    from hermes_core.engines.local.kv_cache import new_kv_cache
 
     ids = torch.tensor([prompt_ids])
     stamps = Timestamps()
@@ -113,7 +115,7 @@ class LlamaCpp:
     def __init__(self, threads: int) -> None:
         from llama_cpp import Llama
 
-        from hermes_core.loading import embedded_gguf_path
+        from hermes_core.engines.local.loading import embedded_gguf_path
 
         self.llm = Llama(
             model_path=str(embedded_gguf_path()), n_ctx=4096, n_batch=2048, n_threads=threads, verbose=False
@@ -151,7 +153,7 @@ def main() -> None:
     import torch
 
     from hermes_core import Message
-    from hermes_core.engine import HermesEngine
+    from hermes_core.engines.local.engine import HermesEngine
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -237,7 +239,7 @@ def main() -> None:
     else:
         print("llama.cpp: not installed (pip install llama-cpp-python; PyPI ships only a source build)")
     print(
-        "'- X' = all on but X: in-place KV = hermes_core._kv_cache, folded GQA = _cpu_attention,\n"
+        "'- X' = all on but X: in-place KV = hermes_core.engines.local.kv_cache, folded GQA = _cpu_attention,\n"
         "prepacked = _cpu_linear, direct 4bit = _cpu_4bit, lean step = _lean_decode;\n"
         "'all off' = plain transformers + bitsandbytes."
     )

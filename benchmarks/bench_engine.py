@@ -124,7 +124,7 @@ def four_bit_compute(dtype_name: str | None) -> Iterator[None]:
         return
     import torch
 
-    from hermes_core import _quantization
+    from hermes_core.engines.local import quantization as _quantization
 
     original = _quantization.compute_dtype
     _quantization.compute_dtype = lambda device: getattr(torch, dtype_name)
@@ -140,7 +140,7 @@ SPEEDUP_OPTIONS = ("direct_4bit_kernel", "grouped_decode_attention", "prepack_li
 
 def load_embedded(quantization: str | None, torch_dtype: str, **speedups: bool) -> Any:
     """The embedded model with ``quantization`` and ``torch_dtype``, CPU speed-ups as switched (a ``LoadedModel``)."""
-    from hermes_core.loading import load_model
+    from hermes_core.engines.local.loading import load_model
 
     return load_model(None, quantization=quantization, torch_dtype=torch_dtype, progress=False, **speedups)
 
@@ -180,7 +180,7 @@ def child_memory(name: str) -> dict[str, Any]:
     quiet_libraries()
     import torch
 
-    import hermes_core.engine  # noqa: F401  (the import floor every configuration pays)
+    import hermes_core.engines.local.engine  # noqa: F401  (the import floor every configuration pays)
 
     if name == "imports":
         import transformers  # noqa: F401
@@ -282,7 +282,7 @@ def bare_generate(
     stamps = Timestamps()
     kwargs: dict[str, Any] = {"min_new_tokens": new_tokens} if forced else {}
     if cache is not None:
-        from hermes_core.engine import _cache_argument_name
+        from hermes_core.engines.local.engine import _cache_argument_name
 
         kwargs[_cache_argument_name()] = cache
     with torch.inference_mode():
@@ -304,7 +304,7 @@ def decode_cache(loaded: Any) -> Any:
     """The KV cache the engine decodes into (None = transformers' DynamicCache, for the plain configs)."""
     if not getattr(loaded, "engine_kv_cache", True):
         return None
-    from hermes_core._kv_cache import new_kv_cache
+    from hermes_core.engines.local.kv_cache import new_kv_cache
 
     return new_kv_cache(loaded.model)
 
@@ -352,7 +352,7 @@ class ConfigRuns:
 
 def make_engine(loaded: Any, prefix_cache: bool) -> Any:
     """A fresh engine over already-loaded weights."""
-    from hermes_core.engine import HermesEngine
+    from hermes_core.engines.local.engine import HermesEngine
 
     return HermesEngine(loaded, prefix_cache=prefix_cache)
 
@@ -433,7 +433,7 @@ def grammar_overhead(loaded: Any, name: str, repeats: int, new_tokens: int) -> G
     copy of the prompt's KV cache (so prefill does not drown the difference). Interleaved rounds.
     """
     from hermes_core import Message
-    from hermes_core.tool_choice import NormalizedToolChoice
+    from hermes_core.format.tool_choice import NormalizedToolChoice
 
     engine = make_engine(loaded, prefix_cache=False)
     grammars = engine._grammars()
@@ -472,7 +472,7 @@ def grammar_overhead(loaded: Any, name: str, repeats: int, new_tokens: int) -> G
 class OverheadRow:
     """Whole-call wall time: engine.generate vs a bare model.generate on the same prompt ids.
 
-    The engine prefills the prompt turn by turn (see ``hermes_core.prefix_cache``), the bare call in
+    The engine prefills the prompt turn by turn (see ``hermes_core.engines.local.prefix_cache``), the bare call in
     one pass; ``same_tokens`` says whether that changed the output (exact in fp32, not always in bf16).
     """
 
@@ -568,7 +568,7 @@ def cancel_criteria_microseconds(calls: int = 2000) -> float:
     """Cost of the engine's per-step cancel check (its only per-token addition inside generate)."""
     import torch
 
-    from hermes_core.engine import _CancelCriteria
+    from hermes_core.engines.local.engine import _CancelCriteria
 
     check = _CancelCriteria(threading.Event())
     ids, scores = torch.zeros((1, 1600), dtype=torch.long), torch.zeros((1, 49152))
@@ -651,7 +651,7 @@ def llama_cpp_reference(
     import numpy as np
     from llama_cpp import Llama
 
-    from hermes_core.loading import embedded_gguf_path
+    from hermes_core.engines.local.loading import embedded_gguf_path
 
     llm = Llama(model_path=str(embedded_gguf_path()), n_ctx=4096, n_threads=threads, verbose=False)
     tools_ids = llm.tokenize(prompt_text.encode(), add_bos=False, special=True)

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from hermes_core.engines.local.loading import load_model
+from hermes_core.format.tool_choice import NormalizedToolChoice
 from hermes_core.grammar import GrammarCache, tool_call_structural_tag
-from hermes_core.loading import load_model
-from hermes_core.tool_choice import NormalizedToolChoice
 
 STOCK = {
     "type": "function",

@@ -80,7 +80,7 @@ def decode_profile(steps: int = 16) -> str:
     import torch
     from transformers import DynamicCache
 
-    from hermes_core.loading import load_model
+    from hermes_core.engines.local.loading import load_model
 
     loaded = load_model(None, quantization="4bit", torch_dtype="bfloat16", progress=False)
     model = loaded.model

@@ -1,8 +1,9 @@
 """hermes_core: the framework-free heart of hermes-function-calling.
 
-Tool specs, ChatML/Hermes prompt rendering, the tool-call parser (whole and streaming),
-validation, and the local engine (load, quantize, constrain, cache, generate, stream).
-Names are imported lazily so that ``import hermes_core`` stays cheap (no torch until needed).
+Laid out by layer: ``format/`` (tool specs, prompts, ChatML rendering, the whole and streaming tool-call
+parser, validation, tool choice), ``grammar`` (xgrammar constraints), ``engines/local/`` (transformers:
+loading, quantization, caches, with the CPU kernels in ``engines/local/cpu/``). The public API is
+re-exported here; names are imported lazily so that ``import hermes_core`` stays cheap (no torch until needed).
 """
 
 from __future__ import annotations
@@ -29,26 +30,26 @@ _EXPORTS: dict[str, str] = {
     "ToolSpecError": "hermes_core.errors",
     "UnsupportedOptionError": "hermes_core.errors",
     # format
-    "to_tool_spec": "hermes_core.tool_specs",
-    "to_tool_specs": "hermes_core.tool_specs",
-    "to_messages": "hermes_core.chatml",
-    "normalize_tool_choice": "hermes_core.tool_choice",
-    "NormalizedToolChoice": "hermes_core.tool_choice",
-    "render_tools_system_prompt": "hermes_core.prompts",
-    "render_json_schema_system_prompt": "hermes_core.prompts",
-    "render_conversation": "hermes_core.chatml",
-    "RenderedPrompt": "hermes_core.chatml",
-    "PromptSegment": "hermes_core.chatml",
+    "to_tool_spec": "hermes_core.format.tool_specs",
+    "to_tool_specs": "hermes_core.format.tool_specs",
+    "to_messages": "hermes_core.format.chatml",
+    "normalize_tool_choice": "hermes_core.format.tool_choice",
+    "NormalizedToolChoice": "hermes_core.format.tool_choice",
+    "render_tools_system_prompt": "hermes_core.format.prompts",
+    "render_json_schema_system_prompt": "hermes_core.format.prompts",
+    "render_conversation": "hermes_core.format.chatml",
+    "RenderedPrompt": "hermes_core.format.chatml",
+    "PromptSegment": "hermes_core.format.chatml",
     # parsing
-    "parse_tool_calls": "hermes_core.parser",
-    "ToolCallStreamParser": "hermes_core.stream_parser",
-    "validate_tool_calls": "hermes_core.validation",
+    "parse_tool_calls": "hermes_core.format.parser",
+    "ToolCallStreamParser": "hermes_core.format.stream_parser",
+    "validate_tool_calls": "hermes_core.format.validation",
     # engine
-    "load_model": "hermes_core.loading",
-    "LoadedModel": "hermes_core.loading",
-    "HermesEngine": "hermes_core.engine",
-    "load_engine": "hermes_core.engine",
-    "get_engine": "hermes_core.engine",
+    "load_model": "hermes_core.engines.local.loading",
+    "LoadedModel": "hermes_core.engines.local.loading",
+    "HermesEngine": "hermes_core.engines.local.engine",
+    "load_engine": "hermes_core.engines.local.engine",
+    "get_engine": "hermes_core.engines.local.engine",
 }
 
 __all__ = sorted(_EXPORTS)

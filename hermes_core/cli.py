@@ -64,7 +64,7 @@ def load_tools(spec: str) -> list[Callable[..., Any]]:
             f"--tools {spec}: the module defines no tools; add public functions with type hints "
             "(e.g. def get_weather(city: str) -> str) or a TOOLS list."
         )
-    from hermes_core.tool_specs import to_tool_specs
+    from hermes_core.format.tool_specs import to_tool_specs
 
     to_tool_specs(tools)  # fail now, with the tool's name, rather than at the first request
     return tools
@@ -196,8 +196,8 @@ def first_run_note(model: str | None) -> str | None:
     """A note for the one-time GGUF conversion of the embedded model, or None when it is already cached."""
     if model is not None:
         return None
-    from hermes_core import _gguf_cache
-    from hermes_core.loading import embedded_gguf_path
+    from hermes_core.engines.local import gguf_cache as _gguf_cache
+    from hermes_core.engines.local.loading import embedded_gguf_path
 
     gguf = embedded_gguf_path()  # raises ModelLoadError naming the install command when missing
     root = _gguf_cache.gguf_cache_root()
@@ -229,8 +229,8 @@ def load_chat_engine(
     model: str | None, quantization: str | None, *, constrained: bool, err: TextIO, **options: Any
 ) -> Any:
     """Load the engine, telling the user (on ``err``) what is loading and about the one-time conversion."""
-    from hermes_core.engine import load_engine
-    from hermes_core.loading import EMBEDDED_NAME
+    from hermes_core.engines.local.engine import load_engine
+    from hermes_core.engines.local.loading import EMBEDDED_NAME
 
     note = first_run_note(model)
     label = model or f"{EMBEDDED_NAME} (embedded, offline)"
@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
         if args.json_schema is not None:
             args.json_schema = load_json_schema(args.json_schema)
         if tools:
-            from hermes_core.tool_choice import normalize_tool_choice
+            from hermes_core.format.tool_choice import normalize_tool_choice
 
             normalize_tool_choice(args.tool_choice, [fn.__name__ for fn in tools])
         elif args.tool_choice not in ("auto", "none"):

@@ -22,7 +22,7 @@ import xgrammar as xgr
 from xgrammar import structural_tag as st
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.tool_choice import NormalizedToolChoice
+from hermes_core.format.tool_choice import NormalizedToolChoice
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"

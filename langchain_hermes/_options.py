@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_core.engine import REQUEST_OPTIONS
+from hermes_core.engines.local.engine import REQUEST_OPTIONS
 from hermes_core.errors import UnsupportedOptionError
 
 # Options the engine takes per call (``stop`` arrives as LangChain's own argument; ``max_tokens``

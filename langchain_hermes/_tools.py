@@ -9,7 +9,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from hermes_core.errors import ToolSpecError, UnsupportedOptionError
-from hermes_core.tool_choice import normalize_tool_choice
+from hermes_core.format.tool_choice import normalize_tool_choice
 
 ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 

@@ -19,8 +19,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from hermes_core.engines.local.loading import EMBEDDED_NAME
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.loading import EMBEDDED_NAME
 from langchain_hermes._chunks import ChunkBuilder
 from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
 from langchain_hermes._options import check_options, engine_options

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from hermes_core.loading import DEFAULT_CONTEXT_WINDOW, EMBEDDED_NAME, context_window_of
+from hermes_core.engines.local.loading import DEFAULT_CONTEXT_WINDOW, EMBEDDED_NAME, context_window_of
 
 
 def model_label(model: Any) -> str:

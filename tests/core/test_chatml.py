@@ -7,9 +7,13 @@ import json
 
 import pytest
 
-from hermes_core.chatml import RenderedPrompt, render_conversation, to_messages
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.prompts import PromptSegment, render_json_schema_system_prompt, render_tools_system_prompt
+from hermes_core.format.chatml import RenderedPrompt, render_conversation, to_messages
+from hermes_core.format.prompts import (
+    PromptSegment,
+    render_json_schema_system_prompt,
+    render_tools_system_prompt,
+)
 from hermes_core.types import Message, ToolCall
 from tests.core.test_prompts import SEED_EXPECTED, STOCK_TOOL
 

@@ -1,4 +1,4 @@
-"""The direct CPU 4-bit path (hermes_core._cpu_4bit): same numbers as bitsandbytes' own forward, less overhead.
+"""The direct CPU 4-bit path (hermes_core.engines.local.cpu.direct_4bit): same numbers as bitsandbytes' own forward, less overhead.
 
 Where the CPU lacks AVX512-BF16, bitsandbytes has no packed kernel, the direct path must stay off,
 and the equality checks below still compare the two loads (then both are bitsandbytes' path).
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hermes_core._cpu_4bit import direct_cpu_4bit
-from hermes_core.loading import load_model
+from hermes_core.engines.local.cpu.direct_4bit import direct_cpu_4bit
+from hermes_core.engines.local.loading import load_model
 from tests.tiny_model import build_tiny_qwen2
 
 bnb = pytest.importorskip("bitsandbytes")

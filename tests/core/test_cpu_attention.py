@@ -1,4 +1,4 @@
-"""Folded-head decode attention (hermes_core._cpu_attention): where it applies, and that it computes attention."""
+"""Folded-head decode attention (hermes_core.engines.local.cpu.folded_attention): where it applies, and that it computes attention."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from hermes_core import Message, load_engine
-from hermes_core._cpu_attention import ATTENTION_NAME, grouped_decode_attention
-from hermes_core.loading import load_model
+from hermes_core.engines.local.cpu.folded_attention import ATTENTION_NAME, grouped_decode_attention
+from hermes_core.engines.local.loading import load_model
 
 
 class _Attention(torch.nn.Module):
@@ -94,8 +94,8 @@ def test_applied_to_bf16_gqa_models_on_cpu_only(tiny_model_dir):
 
 def test_decode_steps_with_folded_attention_follow_sdpa(tiny_model_dir):
     """Same weights, both attention functions, the same tokens fed step by step: logits agree to bf16 rounding."""
-    from hermes_core._kv_cache import new_kv_cache
-    from hermes_core.engine import _cache_argument_name
+    from hermes_core.engines.local.engine import _cache_argument_name
+    from hermes_core.engines.local.kv_cache import new_kv_cache
 
     folded = load_model(tiny_model_dir, torch_dtype="bfloat16", progress=False).model
     plain = load_model(

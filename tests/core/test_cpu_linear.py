@@ -1,12 +1,12 @@
-"""Prepacked oneDNN bf16 linears (hermes_core._cpu_linear): identical numbers, dense copies freed, pairs left alone."""
+"""Prepacked oneDNN bf16 linears (hermes_core.engines.local.cpu.prepacked_linear): identical numbers, dense copies freed, pairs left alone."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hermes_core import _cpu_linear
-from hermes_core.loading import load_model
+from hermes_core.engines.local.cpu import prepacked_linear as _cpu_linear
+from hermes_core.engines.local.loading import load_model
 
 PROMPT = torch.tensor([[1, 5, 9, 17, 33, 2, 8, 100, 7, 7, 3]])
 needs_prepacking = pytest.mark.skipif(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM
 
-from hermes_core._cpu_attention import ATTENTION_NAME, use_grouped_decode_attention
-from hermes_core._cpu_linear import prepack_cpu_linears, prepacking_available
-from hermes_core._lean_decode import use_lean_decode_layers
-from hermes_core.loading import load_model
+from hermes_core.engines.local.cpu.folded_attention import ATTENTION_NAME, use_grouped_decode_attention
+from hermes_core.engines.local.cpu.lean_decode import use_lean_decode_layers
+from hermes_core.engines.local.cpu.prepacked_linear import prepack_cpu_linears, prepacking_available
+from hermes_core.engines.local.loading import load_model
 
 
 def _bf16_model(path, device: str):

@@ -58,7 +58,7 @@ def _schema_of(name: str) -> dict:
 def test_generate_reports_usage_and_length_finish(engine):
     result = engine.generate(ASK, max_new_tokens=5, constrained=False)
     prompt_ids = engine.tokenizer  # the prompt is rendered by the core; count must match it exactly
-    from hermes_core.chatml import render_conversation
+    from hermes_core.format.chatml import render_conversation
 
     expected_prompt = len(render_conversation(ASK).token_ids(prompt_ids))
     assert result.usage.prompt_tokens == expected_prompt
@@ -235,8 +235,8 @@ def test_prefix_reuse_is_exact_in_every_dtype_over_several_turns(tiny_model_dir,
 
 
 def test_prompts_are_chunked_after_the_system_turn_and_at_assistant_turns(engine):
-    from hermes_core.chatml import render_conversation
-    from hermes_core.prefix_cache import chunk_starts
+    from hermes_core.engines.local.prefix_cache import chunk_starts
+    from hermes_core.format.chatml import render_conversation
 
     conversation = [
         Message("system", "Be brief."),
@@ -369,7 +369,7 @@ def test_get_engine_keys_fill_in_defaults(tiny_model_dir):
 
 
 def test_model_imitating_a_tool_turn_is_stopped(engine):
-    from hermes_core.engine import TOOL_RESPONSE_TAG
+    from hermes_core.engines.local.engine import TOOL_RESPONSE_TAG
 
     request = engine._prepare(ASK, tools=[WEATHER_TOOL], stop=["END"])
     assert request.stop == ["END", TOOL_RESPONSE_TAG]

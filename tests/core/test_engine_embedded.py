@@ -155,7 +155,7 @@ def test_exact_cpu_speedups_keep_the_tokens_of_the_plain_path(load):
         max_new_tokens=48, direct_4bit_kernel=False, prepack_linear=False, lean_decode=False, **load
     )
     assert fast.loaded.lean_decode_layers == 30 and plain.loaded.lean_decode_layers == 0
-    from hermes_core._cpu_linear import prepacking_available
+    from hermes_core.engines.local.cpu.prepacked_linear import prepacking_available
 
     assert plain.loaded.prepacked_linears == 0 and (
         fast.loaded.prepacked_linears > 0 or not prepacking_available()

@@ -15,9 +15,9 @@ import xgrammar as xgr
 from pydantic import BaseModel, Field
 
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.parser import parse_tool_calls
+from hermes_core.format.tool_choice import NormalizedToolChoice
 from hermes_core.grammar import GrammarCache, GrammarLogitsProcessor
-from hermes_core.parser import parse_tool_calls
-from hermes_core.tool_choice import NormalizedToolChoice
 
 WEATHER = {
     "type": "function",
@@ -483,7 +483,7 @@ def test_unknown_forced_tool_and_bad_schemas_raise_naming_the_fix(tiny):
 @pytest.fixture(scope="module")
 def smol():
     """The embedded SmolLM2-135M-Instruct (``<tool_call>`` is plain text there) and a grammar cache."""
-    from hermes_core.loading import load_model
+    from hermes_core.engines.local.loading import load_model
 
     loaded = load_model(progress=False)
     stop = loaded.stop_token_ids

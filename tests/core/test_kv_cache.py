@@ -1,4 +1,4 @@
-"""The in-place KV cache (hermes_core._kv_cache): same numbers as transformers' DynamicCache, no per-step copy."""
+"""The in-place KV cache (hermes_core.engines.local.kv_cache): same numbers as transformers' DynamicCache, no per-step copy."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from hermes_core import Message, _kv_cache, load_engine
-from hermes_core._kv_cache import growing_layer_class, new_kv_cache
-from hermes_core.engine import _cache_argument_name
-from hermes_core.loading import load_model
+from hermes_core import Message, load_engine
+from hermes_core.engines.local import kv_cache as _kv_cache
+from hermes_core.engines.local.engine import _cache_argument_name
+from hermes_core.engines.local.kv_cache import growing_layer_class, new_kv_cache
+from hermes_core.engines.local.loading import load_model
 
 CACHE = _cache_argument_name()  # "cache" in transformers >= 5.2x, "past_key_values" before
 PROMPT = torch.tensor([[1, 5, 9, 17, 33, 2, 8, 100, 7, 7, 3, 40, 41, 42]])

@@ -1,14 +1,14 @@
-"""The lean one-token step of Llama decoder layers (hermes_core._lean_decode): transformers' numbers, bit for bit."""
+"""The lean one-token step of Llama decoder layers (hermes_core.engines.local.cpu.lean_decode): transformers' numbers, bit for bit."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hermes_core._kv_cache import new_kv_cache
-from hermes_core._lean_decode import LeanDecodeLayer, use_lean_decode_layers
-from hermes_core.engine import _cache_argument_name
-from hermes_core.loading import load_model
+from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, use_lean_decode_layers
+from hermes_core.engines.local.engine import _cache_argument_name
+from hermes_core.engines.local.kv_cache import new_kv_cache
+from hermes_core.engines.local.loading import load_model
 from tests.tiny_model import build_tiny_qwen2
 
 PROMPT = torch.tensor([[1, 5, 9, 17, 33, 2, 8, 100, 7, 7, 3]])
@@ -111,7 +111,7 @@ def test_other_architectures_and_hooked_layers_are_left_alone(tiny_model_dir, tm
 def test_sign_folded_rotation_is_apply_rotary_pos_emb_bit_for_bit(dtype):
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    from hermes_core._lean_decode import RotaryTables, _rotate
+    from hermes_core.engines.local.cpu.lean_decode import RotaryTables, _rotate
 
     generator = torch.Generator().manual_seed(3)
     query = torch.randn(2, 6, 1, 16, generator=generator).to(dtype)

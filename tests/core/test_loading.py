@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hermes_core import _gguf_cache, _quantization, loading
+from hermes_core.engines.local import gguf_cache as _gguf_cache
+from hermes_core.engines.local import loading
+from hermes_core.engines.local import quantization as _quantization
+from hermes_core.engines.local.loading import LoadedModel, load_model
 from hermes_core.errors import ModelLoadError, UnsupportedOptionError
-from hermes_core.loading import LoadedModel, load_model
 from tests.core.tiny_gguf import write_tiny_gguf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

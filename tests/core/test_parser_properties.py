@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hermes_core import ToolCallStreamParser, parse_tool_calls
-from hermes_core._tool_json import UNDECIDED, _json_compatible, _python_via_json, decode_value
+from hermes_core.format._tool_json import UNDECIDED, _json_compatible, _python_via_json, decode_value
 from tests.core.test_parser import collapse, summary
 from tests.core.test_stream_parser import check_events, stream
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig
 
-from hermes_core.prefix_cache import PrefixCache, _common_prefix_length, chunk_starts
+from hermes_core.engines.local.prefix_cache import PrefixCache, _common_prefix_length, chunk_starts
 
 
 def _cache_of(length: int) -> DynamicCache:

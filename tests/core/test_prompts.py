@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.prompts import (
+from hermes_core.format.prompts import (
     json_schema_system_prompt_segments,
     render_json_schema_system_prompt,
     render_tools_system_prompt,

@@ -44,7 +44,7 @@ def stream(chunks: list[str]) -> tuple[ParsedResponse, list[StreamEvent]]:
     return parser.result(), events
 
 
-# Python syntax whose streamed arguments are not promised to be JSON (see hermes_core._call_tracker).
+# Python syntax whose streamed arguments are not promised to be JSON (see hermes_core.format._call_tracker).
 EXOTIC_PYTHON = re.compile(
     r"\\(?:[^\"\\bfnrtu']|u[dD][89abAB])"  # escapes JSON lacks, "\/" and surrogate pairs
     r"|#|'''|\"\"\"|[\"']\s*[\"']"  # comments, triple quotes, implicit concatenation

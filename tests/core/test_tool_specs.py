@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
-from hermes_core._docstrings import parse_docstring
 from hermes_core.errors import ToolSpecError
-from hermes_core.tool_specs import to_tool_spec, to_tool_specs
+from hermes_core.format._docstrings import parse_docstring
+from hermes_core.format.tool_specs import to_tool_spec, to_tool_specs
 
 
 class Unit(Enum):

@@ -8,8 +8,8 @@ from enum import Enum
 
 from pydantic import BaseModel
 
+from hermes_core.format.validation import _validator, validate_tool_calls
 from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
-from hermes_core.validation import _validator, validate_tool_calls
 
 
 class Unit(Enum):

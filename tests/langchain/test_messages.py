@@ -16,7 +16,7 @@ from langchain_core.messages import (
 )
 
 from hermes_core import Message, UnsupportedOptionError
-from hermes_core.chatml import render_conversation
+from hermes_core.format.chatml import render_conversation
 from langchain_hermes._messages import to_core_messages
 
 CALL = {"name": "my_adder_tool", "args": {"a": 1, "b": 2}, "id": "abc123", "type": "tool_call"}

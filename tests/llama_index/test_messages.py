@@ -15,8 +15,8 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 
-from hermes_core.chatml import render_conversation
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.chatml import render_conversation
 from hermes_core.types import GenerationResult, InvalidToolCall, Message, ParsedResponse, ToolCall, Usage
 from llama_index_hermes._messages import chat_response, to_core_messages
 

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hermes_core.engines.local.prefix_cache import PrefixCache, chunk_starts
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.prefix_cache import PrefixCache, chunk_starts
 from hermes_core.types import GenerationResult, Message, ParsedResponse, StreamEvent, Usage
 
 
@@ -221,9 +221,9 @@ class HermesEngine:
         seed: int | None = None,
         constrained: bool | None = None,
     ) -> _Request:
-        from hermes_core.chatml import render_conversation
-        from hermes_core.tool_choice import normalize_tool_choice
-        from hermes_core.tool_specs import to_tool_specs
+        from hermes_core.format.chatml import render_conversation
+        from hermes_core.format.tool_choice import normalize_tool_choice
+        from hermes_core.format.tool_specs import to_tool_specs
 
         if not messages:
             raise UnsupportedOptionError("messages is empty: pass at least one user message.")
@@ -365,7 +365,7 @@ class HermesEngine:
         """
         import torch
 
-        from hermes_core._kv_cache import new_kv_cache
+        from hermes_core.engines.local.kv_cache import new_kv_cache
 
         hit = self.prefix_cache.take(prompt_ids, starts) if self.prefix_cache is not None else None
         reused = hit.length if hit is not None else 0
@@ -390,7 +390,7 @@ class HermesEngine:
         self, req: _Request, gen: _Generated, parsed: ParsedResponse, raw: str, stopped: bool
     ) -> GenerationResult:
         """Validate calls and assemble the result with finish reason and usage."""
-        from hermes_core.validation import validate_tool_calls
+        from hermes_core.format.validation import validate_tool_calls
 
         if not req.json_mode:
             parsed = validate_tool_calls(parsed, req.tools)
@@ -406,7 +406,7 @@ class HermesEngine:
         return GenerationResult(parsed, reason, usage, raw_text=raw, model_name=self.model_name)
 
     def _parse_whole(self, req: _Request, text: str) -> ParsedResponse:
-        from hermes_core.parser import parse_tool_calls
+        from hermes_core.format.parser import parse_tool_calls
 
         return parse_tool_calls(text)
 
@@ -430,7 +430,7 @@ class HermesEngine:
         import queue
 
         from hermes_core._decoding import IncrementalDecoder, StopSequenceFilter
-        from hermes_core.stream_parser import ToolCallStreamParser
+        from hermes_core.format.stream_parser import ToolCallStreamParser
 
         tokens: queue.SimpleQueue[Any] = queue.SimpleQueue()
         outcome: dict[str, Any] = {}
@@ -479,7 +479,7 @@ class HermesEngine:
 
     def _checked(self, events: list[StreamEvent], req: _Request) -> Iterator[StreamEvent]:
         """Turn streamed calls that fail validation into invalid-call events (same id and index)."""
-        from hermes_core.validation import validate_tool_calls
+        from hermes_core.format.validation import validate_tool_calls
 
         for event in events:
             if event.type == "tool_call" and event.tool_call is not None and not req.json_mode:
@@ -637,7 +637,7 @@ def _model_key(model: Any) -> Any:
 
 def _load_shared(model: Any, **load_options: Any) -> Any:
     """Load weights once per process for the same model and load options (defaults filled in)."""
-    from hermes_core.loading import load_model
+    from hermes_core.engines.local.loading import load_model
 
     options = load_options
     try:

@@ -2,7 +2,7 @@
 
 Both the whole-text and the streaming parser use these, so their ``content`` is identical.
 
-Content policy (documented in :mod:`hermes_core.parser`): leading and trailing whitespace of the whole
+Content policy (documented in :mod:`hermes_core.format.parser`): leading and trailing whitespace of the whole
 content is dropped, and where call blocks were removed the whitespace runs that touched them collapse
 to the longest of those runs (``"A.\\n<block>\\nB."`` gives ``"A.\\nB."``, not ``"A.\\n\\nB."``).
 """

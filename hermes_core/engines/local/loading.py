@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hermes_core import _gguf_cache
-from hermes_core._cpu_4bit import direct_cpu_4bit
-from hermes_core._cpu_attention import use_grouped_decode_attention
-from hermes_core._cpu_linear import prepack_cpu_linears, prepacked_bytes
-from hermes_core._lean_decode import use_lean_decode_layers
-from hermes_core._quantization import (
+from hermes_core.engines.local import gguf_cache as _gguf_cache
+from hermes_core.engines.local.cpu.direct_4bit import direct_cpu_4bit
+from hermes_core.engines.local.cpu.folded_attention import use_grouped_decode_attention
+from hermes_core.engines.local.cpu.lean_decode import use_lean_decode_layers
+from hermes_core.engines.local.cpu.prepacked_linear import prepack_cpu_linears, prepacked_bytes
+from hermes_core.engines.local.quantization import (
     bnb_config,
     default_device_map,
     default_dtype,
@@ -79,13 +79,13 @@ class LoadedModel:
     context_window: int
     path: str | None = None
     load_seconds: float = field(default=0.0, compare=False)
-    # 4-bit layers that call bitsandbytes' CPU kernel directly (hermes_core._cpu_4bit); 0 = bitsandbytes' own path.
+    # 4-bit layers that call bitsandbytes' CPU kernel directly (hermes_core.engines.local.cpu.direct_4bit); 0 = bitsandbytes' own path.
     direct_4bit_layers: int = 0
-    # One-token attention steps run with folded query heads (hermes_core._cpu_attention).
+    # One-token attention steps run with folded query heads (hermes_core.engines.local.cpu.folded_attention).
     grouped_decode_attention: bool = False
-    # bf16 nn.Linear layers running on weights prepacked for oneDNN (hermes_core._cpu_linear).
+    # bf16 nn.Linear layers running on weights prepacked for oneDNN (hermes_core.engines.local.cpu.prepacked_linear).
     prepacked_linears: int = 0
-    # Llama decoder layers whose one-token step runs lean (hermes_core._lean_decode).
+    # Llama decoder layers whose one-token step runs lean (hermes_core.engines.local.cpu.lean_decode).
     lean_decode_layers: int = 0
 
     def weight_bytes(self) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from hermes_core.tool_specs import to_tool_specs
+from hermes_core.format.tool_specs import to_tool_specs
 from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
 
 _MAX_REPORTED = 3

@@ -16,7 +16,7 @@ Events:
   known (``name``, sent once), or its arguments grew (``arguments``, a piece of JSON text). For
   JSON calls, JSON with trailing commas or raw newlines in strings, and ordinary Python-dict calls,
   the argument pieces concatenate to JSON that decodes to the final ``arguments`` (see
-  :mod:`hermes_core._call_tracker` for the exotic Python syntax where it may not). Arguments given as
+  :mod:`hermes_core.format._call_tracker` for the exotic Python syntax where it may not). Arguments given as
   a JSON string, or missing, arrive as one piece when the call completes. A top-level list of calls
   is reported when the list closes: one delta (id, name, full arguments) per call.
 - ``tool_call`` / ``invalid_tool_call``: the finished attempt, ``index`` as in its deltas, same ``id``
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 
-from hermes_core._blocks import CHUNK, CROSS, DONE, START, TEXT, BlockSplitter, Item
-from hermes_core._call_tracker import CallTracker
-from hermes_core._content import ContentJoiner, end_of_turn_hold, find_end_of_turn
+from hermes_core.format._blocks import CHUNK, CROSS, DONE, START, TEXT, BlockSplitter, Item
+from hermes_core.format._call_tracker import CallTracker
+from hermes_core.format._content import ContentJoiner, end_of_turn_hold, find_end_of_turn
 from hermes_core.types import InvalidToolCall, ParsedResponse, StreamEvent, ToolCall, ToolCallDelta
 
 _PROSE, _VALUE = 1, 2

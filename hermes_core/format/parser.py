@@ -32,14 +32,14 @@ that touched them collapse into the longest of them, so ``"First.\\n<block>\\nTh
 Invalid attempts carry ``raw`` (the attempt as written: the JSON value, the re-serialised element of
 a list, or the bare tag and what followed it), an ``error`` saying what is wrong, and ``name`` when a
 top-level ``"name"`` string can still be read. Every attempt gets a fresh ``call_`` id; the streaming
-parser (:mod:`hermes_core.stream_parser`) runs the very same state machine, so both agree on every
+parser (:mod:`hermes_core.format.stream_parser`) runs the very same state machine, so both agree on every
 input.
 """
 
 from __future__ import annotations
 
-from hermes_core._blocks import CROSS, DONE, TEXT, BlockSplitter
-from hermes_core._content import ContentJoiner, find_end_of_turn
+from hermes_core.format._blocks import CROSS, DONE, TEXT, BlockSplitter
+from hermes_core.format._content import ContentJoiner, find_end_of_turn
 from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
 
 

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
-from hermes_core._docstrings import parse_docstring
 from hermes_core.errors import ToolSpecError
+from hermes_core.format._docstrings import parse_docstring
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _DATA_KEYS = {"default", "enum", "const", "examples", "example"}

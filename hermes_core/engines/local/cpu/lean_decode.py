@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hermes_core._cpu_attention import ATTENTION_NAME, folded_attention, folds
+from hermes_core.engines.local.cpu.folded_attention import ATTENTION_NAME, folded_attention, folds
 
 
 def use_lean_decode_layers(model: Any) -> int:
@@ -67,7 +67,7 @@ class LeanDecodeLayer:
     """
 
     def __init__(self, layer: Any, llama: Any, rotary: RotaryTables | None = None) -> None:
-        from hermes_core._cpu_4bit import kernel_group_of
+        from hermes_core.engines.local.cpu.direct_4bit import kernel_group_of
 
         self.layer = layer
         self.rotary_tables = rotary or RotaryTables()

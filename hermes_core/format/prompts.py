@@ -51,7 +51,7 @@ class PromptSegment:
 
 def tools_system_prompt_segments(tools: Sequence[Any]) -> list[PromptSegment]:
     """Segments of the seed's function-calling system prompt: one ``json.dumps(spec)`` line per tool."""
-    from hermes_core.tool_specs import to_tool_specs
+    from hermes_core.format.tool_specs import to_tool_specs
 
     specs = to_tool_specs(tools)
     body = "\n".join(json.dumps(spec) for spec in specs)

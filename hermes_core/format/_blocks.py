@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hermes_core._json_scan import CLOSE_TAG, END, MORE, ValueScanner
-from hermes_core._tool_json import (
+from hermes_core.format._json_scan import CLOSE_TAG, END, MORE, ValueScanner
+from hermes_core.format._tool_json import (
     UNDECIDED,
     DecodeError,
     decode_spanning_value,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.prompts import (
+from hermes_core.format.prompts import (
     PromptSegment,
     json_schema_system_prompt_segments,
     tools_system_prompt_segments,

@@ -1,0 +1,1 @@
+"""Engines turn a rendered prompt and a constraint into tokens: ``local`` (transformers, in process)."""
