@@ -315,6 +315,18 @@ async def test_async_generate_and_stream_do_not_block_the_loop(engine):
     assert events[-1].result.raw_text == result.raw_text
 
 
+async def test_async_stream_cut_by_a_stop_string_still_ends_with_the_result(engine):
+    text = engine.generate(ASK, max_new_tokens=30, **PROSE).content
+    assert len(text) > 28, "the check below needs long prose"
+    for start in range(2, 28, 3):
+        stop = text[start : start + 2]
+        events = [e async for e in engine.astream(ASK, max_new_tokens=30, stop=[stop], **PROSE)]
+        assert events[-1].type == "end"
+        assert (
+            events[-1].result.content == engine.generate(ASK, max_new_tokens=30, stop=[stop], **PROSE).content
+        )
+
+
 async def test_async_stream_cancel_stops_generation(engine):
     agen = engine.astream(ASK, max_new_tokens=120, **PROSE)
     await agen.__anext__()
