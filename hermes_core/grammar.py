@@ -101,6 +101,13 @@ def json_schema_ebnf(schema: dict[str, Any] | bool, *, what: str, strict: bool =
     return _forbid_raw_control_characters(str(grammar))
 
 
+def json_mode_ebnf(schema: dict[str, Any]) -> str:
+    """EBNF of JSON mode: one compact value valid for ``schema``; a bare object schema means any object."""
+    # strict mode forbids unlisted properties, but a bare object schema means "any object"
+    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
+    return json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
+
+
 def _call_alternatives(name: str, parameters_ebnf: str) -> list[st.SequenceFormat]:
     """The two accepted key orders of one call object: name first (Hermes 2 Pro/3) and arguments first."""
     arguments = st.GrammarFormat(grammar=parameters_ebnf)
@@ -364,10 +371,7 @@ class GrammarCache:
 
     def _compile_json(self, schema: dict[str, Any]) -> Constraint:
         """Compile a JSON schema with compact separators; any object when it has no properties."""
-        # strict mode forbids unlisted properties, but a bare object schema means "any object"
-        strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
-        ebnf = json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
-        return Constraint("json_schema", schema, self.compiler.compile_grammar(ebnf))
+        return Constraint("json_schema", schema, self.compiler.compile_grammar(json_mode_ebnf(schema)))
 
     def logits_processor(self, compiled: xgr.CompiledGrammar) -> GrammarLogitsProcessor:
         """A fresh processor enforcing ``compiled`` for exactly one ``generate`` call."""
