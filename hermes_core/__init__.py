@@ -60,6 +60,14 @@ _EXPORTS: dict[str, str] = {
     "GenerationRequest": "hermes_core.engines.base",
     "EngineOutput": "hermes_core.engines.base",
     "Constraint": "hermes_core.engines.base",
+    # server engine
+    "ServerEngine": "hermes_core.engines.server.engine",
+    "get_server_engine": "hermes_core.engines.server.engine",
+    "ServerError": "hermes_core.engines.server.errors",
+    "ServerUnreachableError": "hermes_core.engines.server.errors",
+    "ServerModelMismatchError": "hermes_core.engines.server.errors",
+    "ServerGrammarError": "hermes_core.engines.server.errors",
+    "ServerHTTPError": "hermes_core.engines.server.errors",
 }
 
 __all__ = sorted(_EXPORTS)
