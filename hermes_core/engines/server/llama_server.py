@@ -71,7 +71,7 @@ class LlamaServer(Dialect):
             "min_p": 0.0,
             "typical_p": 1.0,
             "repeat_penalty": request.repetition_penalty if request.repetition_penalty is not None else 1.0,
-            "repeat_last_n": -1,
+            "repeat_last_n": len(request.prompt_ids) + request.max_new_tokens,  # the whole sequence
             "presence_penalty": 0.0,
             "frequency_penalty": 0.0,
             "dry_multiplier": 0.0,
