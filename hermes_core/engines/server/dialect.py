@@ -35,6 +35,8 @@ class BodyContext:
     model_id: str | None
     banned_token_ids: list[int]
     """Control tokens a constrained reply may not contain (its grammar reads them as text)."""
+    cache_prompt: bool = True
+    """llama-server: reuse the slot's KV cache for a shared prompt prefix."""
 
 
 @dataclass

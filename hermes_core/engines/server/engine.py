@@ -82,7 +82,9 @@ class ServerEngine(Engine):
     serve from the same GGUF). ``dialect='auto'`` asks the server which it is. Construction contacts
     the server: it fails fast, with one line, when the server is unreachable or serves a model whose
     tokenizer differs from ``model``'s. ``transport``/``async_transport`` replace httpx's network
-    transports (tests use ``httpx.MockTransport``).
+    transports (tests use ``httpx.MockTransport``). ``cache_prompt=False`` (llama-server) evaluates
+    every prompt in full: llama.cpp's logits for a reused prefix are not bit-identical to a full
+    evaluation, so only then do repeated sampled requests reproduce exactly.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class ServerEngine(Engine):
         async_transport: httpx.AsyncBaseTransport | None = None,
         tokenizer: Any = None,
         check_model: bool = True,
+        cache_prompt: bool = True,
     ) -> None:
         self.base_url = check_base_url(base_url)
         name = check_dialect(dialect)
@@ -128,7 +131,7 @@ class ServerEngine(Engine):
         if check_model:
             self._check_model()
         self.context_window: int = self.info.context_window or _tokenizer_limit(self.tokenizer)
-        self._context = BodyContext(self.info.model_id, self._banned_tokens())
+        self._context = BodyContext(self.info.model_id, self._banned_tokens(), cache_prompt)
 
     def __repr__(self) -> str:
         return f"ServerEngine({self.base_url!r}, dialect={self.dialect.name!r}, model={self.model_name!r})"
@@ -322,6 +325,7 @@ def get_server_engine(
     api_key: str | None = None,
     timeout: float | None = 600.0,
     max_retries: int = 2,
+    cache_prompt: bool = True,
     constrained: bool = True,
     max_new_tokens: int = 512,
     temperature: float = 0.0,
@@ -349,7 +353,7 @@ def get_server_engine(
     url = check_base_url(base_url)
     name = check_dialect(dialect)
     model_key = None if model is None else str(model)
-    engine_key = (url, model_key, name, api_key, timeout, max_retries)
+    engine_key = (url, model_key, name, api_key, timeout, max_retries, cache_prompt)
     frontend_key = (engine_key, constrained, max_new_tokens, temperature, top_p, repetition_penalty)
     with _LOCK:
         frontend = _FRONTENDS.get(frontend_key)
@@ -358,7 +362,13 @@ def get_server_engine(
         return frontend
     if engine is None:
         engine = ServerEngine(
-            url, model=model, dialect=name, api_key=api_key, timeout=timeout, max_retries=max_retries
+            url,
+            model=model,
+            dialect=name,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            cache_prompt=cache_prompt,
         )
         with _LOCK:
             engine = _SERVER_ENGINES.setdefault(engine_key, engine)

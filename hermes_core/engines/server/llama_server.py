@@ -64,7 +64,7 @@ class LlamaServer(Dialect):
             "n_predict": request.max_new_tokens,
             "stream": True,
             "return_tokens": True,
-            "cache_prompt": True,
+            "cache_prompt": context.cache_prompt,
             "temperature": request.temperature,
             "top_p": request.top_p if request.top_p is not None else 1.0,
             "top_k": 0,
