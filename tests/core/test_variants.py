@@ -337,3 +337,33 @@ def test_variant_content_never_becomes_structure(tokenizer: Any) -> None:
         ids = rendered.token_ids(tokenizer, add_bos=False)
         structural = sum(seg.text.count("<|im_end|>") for seg in rendered.segments if seg.special)
         assert ids.count(im_end) == structural, variant
+
+
+def test_loading_reads_the_variant_and_refuses_non_chatml_before_the_weights(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    from hermes_core.engines.local import loading
+
+    def with_chat_template(name: str, template: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(tiny_model_dir, target)
+        config = json.loads((target / "tokenizer_config.json").read_text())
+        config["chat_template"] = template
+        (target / "tokenizer_config.json").write_text(json.dumps(config))
+        return target
+
+    assert loading.load_model(with_chat_template("qwen", QWEN_2_5_TEMPLATE)).chat_variant == "qwen2.5"
+    llama3 = with_chat_template(
+        "llama3", "{{ '<|start_header_id|>' + messages[0]['role'] + '<|end_header_id|>' }}"
+    )
+    assert loading.load_model(llama3, variant="hermes-3").chat_variant == "hermes-3"  # named: trusted
+
+    def no_weights(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the weights were loaded before the chat format was checked")
+
+    monkeypatch.setattr(loading, "_load_weights", no_weights)
+    with pytest.raises(ModelLoadError, match="Llama-3 chat format"):
+        loading.load_model(llama3)
