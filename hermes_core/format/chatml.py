@@ -1,5 +1,9 @@
 """Renders whole conversations as Hermes ChatML, split into structure and untrusted-content segments.
 
+This is the layout of Hermes 2 Pro's model-card format, the default; other families (Hermes 3's
+``tool_use`` template, Hermes 4, Qwen2.5/Qwen3) change the system turn, the tool-result turn and the
+generation prompt through their ``variants.ChatVariant``, with the same structure/content split.
+
 Layout (``S`` = structure, special; ``C`` = content, tokenized with ``split_special_tokens=True``)::
 
     S<|im_start|>system\\n  [tools or JSON-mode prompt]  [S\\n\\n]  C<caller's system text>  S<|im_end|>\\n

@@ -88,14 +88,17 @@ SCRATCH_PAD = ReasoningBlock("<scratch_pad>", "</scratch_pad>")
 
 
 def _s(text: str) -> PromptSegment:
+    """A structure segment (trusted template text)."""
     return PromptSegment(text, True)
 
 
 def _c(text: str) -> PromptSegment:
+    """A content segment (caller data, never structure)."""
     return PromptSegment(text, False)
 
 
 def _turn(role: str, body: list[PromptSegment]) -> list[PromptSegment]:
+    """``body`` as one ChatML turn of ``role``."""
     return [_s(f"{IM_START}{role}\n"), *body, _s(f"{IM_END}\n")]
 
 
@@ -173,6 +176,7 @@ class ChatVariant:
 
     # ------------------------------------------------------ generation prompt
     def generation_prompt(self, thinking: bool) -> list[PromptSegment]:
+        """What opens the assistant turn the model writes."""
         return [_s(f"{IM_START}assistant\n")]
 
 
