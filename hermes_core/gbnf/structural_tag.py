@@ -12,7 +12,7 @@ from typing import Any
 
 from hermes_core.engines.base import Constraint
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.gbnf.ast import Alt, Node, Ref, Repeat, Seq
+from hermes_core.gbnf.ast import Alt, CharClass, Node, Ref, Repeat, Seq
 from hermes_core.gbnf.builder import GbnfBuilder, literal_or_empty
 from hermes_core.gbnf.ebnf import EbnfError
 from hermes_core.gbnf.text import free_text
@@ -99,13 +99,30 @@ class _Converter:
     def _regex(self, fmt: dict[str, Any]) -> Node:
         return self.builder.include_regex(fmt["pattern"], "regex")
 
-    def _any_text(self, fmt: dict[str, Any]) -> Node:
-        if fmt.get("max_tokens") is not None or fmt.get("max_chars") is not None:
-            raise UnsupportedOptionError("any_text with max_tokens/max_chars has no GBNF equivalent here.")
-        return free_text(self.builder, "text", forbidden=list(fmt.get("excludes", [])))
+    def _any_text(self, fmt: dict[str, Any], ends: list[str] | None = None) -> Node:
+        """Text without the excluded strings (nor the enclosing tag's end).
+
+        GBNF counts characters, not tokens, so a ``max_tokens`` bound (a reasoning budget) becomes at
+        most that many characters, none of them the first character of an end or excluded string:
+        since every token spells at least one character, the token budget holds (the text is shorter
+        than xgrammar would allow).
+        """
+        stops = [s for s in [*(ends or []), *fmt.get("excludes", [])] if s]
+        bounds = [b for b in (fmt.get("max_tokens"), fmt.get("max_chars")) if b is not None]
+        if not bounds:
+            return free_text(self.builder, "text", forbidden=stops)
+        firsts = sorted({ord(s[0]) for s in stops})
+        allowed = CharClass(tuple((c, c) for c in firsts), negated=True)
+        return Repeat(allowed, 0, int(min(bounds)))
 
     def _tag(self, fmt: dict[str, Any]) -> Node:
-        return Seq((self._begin(fmt), self.convert(fmt["content"]), self._end(fmt)))
+        content = fmt["content"]
+        if isinstance(content, dict) and content.get("type") == "any_text":
+            ends = [fmt["end"]] if isinstance(fmt["end"], str) else list(fmt["end"])
+            body = self._any_text(content, [e for e in ends if isinstance(e, str)])
+        else:
+            body = self.convert(content)
+        return Seq((self._begin(fmt), body, self._end(fmt)))
 
     def _begin(self, fmt: dict[str, Any]) -> Node:
         begin = fmt["begin"]

@@ -230,3 +230,18 @@ def test_an_unknown_xgrammar_macro_is_refused_with_the_reason() -> None:
     }
     with pytest.raises(UnsupportedOptionError, match=r"TagDispatch\(\.\.\.\) has no GBNF equivalent"):
         constraint_gbnf(Constraint("structural_tag", source))
+
+
+def test_a_reasoning_budget_becomes_a_character_bound_that_keeps_the_token_budget() -> None:
+    """GBNF cannot count tokens: the block holds at most ``budget`` characters (each token spells >= 1)."""
+    reasoning = grammar.Reasoning("<think>", "</think>", 12)
+    names = [t["function"]["name"] for t in TOOLS]
+    constraint = grammar.tool_call_constraint(
+        TOOLS, normalize_tool_choice("required", names), False, reasoning=reasoning
+    )
+    original = xgr.Grammar.from_structural_tag(json.dumps(constraint.source))
+    converted = xgr.Grammar.from_ebnf(constraint_gbnf(constraint))
+    for reply in [MODE_CALL, "<think>short</think>\n" + MODE_CALL, "<think></think>" + MODE_CALL, "hello"]:
+        assert accepts(converted, reply) == accepts(original, reply), reply
+    assert not accepts(converted, "<think>" + "x" * 13 + "</think>" + MODE_CALL)
+    assert not accepts(converted, "<think>a < b</think>" + MODE_CALL)  # no '<' inside the block

@@ -65,6 +65,8 @@ class Dialect(ABC):
     server: ClassVar[str]
     """The server's name in messages."""
     generate_path: ClassVar[str]
+    stream_headers: ClassVar[dict[str, str]] = {}
+    """Extra headers of a generation request."""
 
     @abstractmethod
     def describe(self, transport: Transport) -> ServerInfo:

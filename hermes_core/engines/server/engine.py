@@ -178,7 +178,9 @@ class ServerEngine(Engine):
         body = self.dialect.body(request, self._context)
         if not request.cancel.is_set():
             try:
-                with self.transport.events(self.dialect.generate_path, body) as events:
+                with self.transport.events(
+                    self.dialect.generate_path, body, self.dialect.stream_headers
+                ) as events:
                     for event in events:
                         new = run.read(event)
                         if new:
@@ -197,7 +199,9 @@ class ServerEngine(Engine):
         body = self.dialect.body(request, self._context)
         if not request.cancel.is_set():
             try:
-                async with self.transport.aevents(self.dialect.generate_path, body) as events:
+                async with self.transport.aevents(
+                    self.dialect.generate_path, body, self.dialect.stream_headers
+                ) as events:
                     async for event in events:
                         new = run.read(event)
                         if new:
@@ -331,6 +335,9 @@ def get_server_engine(
     temperature: float = 0.0,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    variant: Any = "auto",
+    reasoning: bool | None = None,
+    reasoning_budget: int | None = None,
     **local_options: Any,
 ) -> Any:
     """The process-wide ``Frontend`` over a ``ServerEngine`` for this server and options.
@@ -354,7 +361,17 @@ def get_server_engine(
     name = check_dialect(dialect)
     model_key = None if model is None else str(model)
     engine_key = (url, model_key, name, api_key, timeout, max_retries, cache_prompt)
-    frontend_key = (engine_key, constrained, max_new_tokens, temperature, top_p, repetition_penalty)
+    frontend_key = (
+        engine_key,
+        constrained,
+        max_new_tokens,
+        temperature,
+        top_p,
+        repetition_penalty,
+        repr(variant),
+        reasoning,
+        reasoning_budget,
+    )
     with _LOCK:
         frontend = _FRONTENDS.get(frontend_key)
         engine = _SERVER_ENGINES.get(engine_key)
@@ -379,6 +396,9 @@ def get_server_engine(
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition_penalty,
+        variant=variant,
+        reasoning=reasoning,
+        reasoning_budget=reasoning_budget,
     )
     with _LOCK:
         return _FRONTENDS.setdefault(frontend_key, frontend)

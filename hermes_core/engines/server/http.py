@@ -117,17 +117,19 @@ class Transport:
         return self._json("POST", path, body)
 
     def _json(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        with self._open(method, path, body) as response:
+        with self._open(method, path, body, None) as response:
             response.read()
             return _decode_json(response, self, path)
 
     @contextlib.contextmanager
-    def _open(self, method: str, path: str, body: dict[str, Any] | None) -> Iterator[httpx.Response]:
+    def _open(
+        self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str] | None
+    ) -> Iterator[httpx.Response]:
         """An open response with a success status, after retrying connection failures and 503s."""
         attempt = 0
         while True:
             try:
-                request = self.client.build_request(method, path, json=body)
+                request = self.client.build_request(method, path, json=body, headers=headers)
                 response = self.client.send(request, stream=True)
             except _RETRIED as exc:
                 if attempt >= self.max_retries:
@@ -159,9 +161,11 @@ class Transport:
             attempt += 1
 
     @contextlib.contextmanager
-    def events(self, path: str, body: dict[str, Any]) -> Iterator[Iterator[dict[str, Any]]]:
+    def events(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Iterator[Iterator[dict[str, Any]]]:
         """POST ``body`` and yield its server-sent events' JSON; leaving the block closes the stream."""
-        with self._open("POST", path, body) as response:
+        with self._open("POST", path, body, headers) as response:
             yield _sse(response.iter_lines(), self, path)
 
     # ------------------------------------------------------------------ async
@@ -172,19 +176,19 @@ class Transport:
         return await self._ajson("POST", path, body)
 
     async def _ajson(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        async with self._aopen(method, path, body) as response:
+        async with self._aopen(method, path, body, None) as response:
             await response.aread()
             return _decode_json(response, self, path)
 
     @contextlib.asynccontextmanager
     async def _aopen(
-        self, method: str, path: str, body: dict[str, Any] | None
+        self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str] | None
     ) -> AsyncIterator[httpx.Response]:
         client = self._aclient()
         attempt = 0
         while True:
             try:
-                request = client.build_request(method, path, json=body)
+                request = client.build_request(method, path, json=body, headers=headers)
                 response = await client.send(request, stream=True)
             except _RETRIED as exc:
                 if attempt >= self.max_retries:
@@ -216,9 +220,11 @@ class Transport:
             attempt += 1
 
     @contextlib.asynccontextmanager
-    async def aevents(self, path: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    async def aevents(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """Async ``events``: leaving the block (or cancelling the task) closes the stream."""
-        async with self._aopen("POST", path, body) as response:
+        async with self._aopen("POST", path, body, headers) as response:
             yield _asse(response.aiter_lines(), self, path)
 
 

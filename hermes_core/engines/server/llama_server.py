@@ -31,6 +31,9 @@ class LlamaServer(Dialect):
     name = "llama-server"
     server = "llama-server"
     generate_path = "/completion"
+    # llama-server closes the connection after every streamed reply (despite its Keep-Alive header);
+    # a pooled client reusing it would meet a dead socket, so the stream asks for the close itself.
+    stream_headers = {"Connection": "close"}  # noqa: RUF012
 
     def describe(self, transport: Transport) -> ServerInfo:
         props = optional_get(transport, "/props") or {}
