@@ -287,3 +287,42 @@ def test_a_grammar_the_server_cannot_parse_is_its_own_error(served, monkeypatch)
     monkeypatch.setattr(dialect, "constraint_gbnf", lambda constraint: "root ::= (")
     with pytest.raises(ServerGrammarError, match=r"answered 400 to /completion.*cannot take this grammar"):
         served.generate(ASK, tools=TOOLS, tool_choice="required")
+
+
+def test_adapters_invoke_and_stream_on_the_server(llama_server_url) -> None:
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from langchain_hermes import ChatHermes
+    from llama_index_hermes import HermesLLM
+
+    chat = ChatHermes(base_url=llama_server_url, max_new_tokens=32).bind_tools(
+        TOOLS, tool_choice="get_weather"
+    )
+    message = chat.invoke("What is the weather in Rome?")
+    assert [c["name"] for c in message.tool_calls] == ["get_weather"]
+    streamed = None
+    for chunk in chat.stream("What is the weather in Rome?"):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [
+        (c["name"], c["args"]) for c in message.tool_calls
+    ]
+    llm = HermesLLM(base_url=llama_server_url, max_new_tokens=16, temperature=1.0, seed=3)
+    reply = llm.chat([ChatMessage(role="user", content="Say hello.")])
+    assert reply.message.content and "<|im_end|>" not in reply.message.content
+    assert llm.metadata.context_window == 4096  # the server's slot, once connected
+
+
+def test_hermes_chat_runs_on_the_server_and_names_an_unreachable_one(llama_server_url) -> None:
+    from tests.test_cli import TOOLS_FILE, assert_one_line_error, run_cli
+
+    proc = run_cli(
+        "--base-url", llama_server_url, "--tools", str(TOOLS_FILE), "--tool-choice", "required",
+        "--max-tool-rounds", "1", "--max-new-tokens", "48", "What is the weather in Paris?",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Connected" in proc.stderr and "llama-server" in proc.stderr
+    assert "-> tool call:" in proc.stdout
+    closed = "http://127.0.0.1:9"
+    assert_one_line_error(
+        run_cli("--base-url", closed, "--timeout", "2", "hi"), "Cannot reach the server", closed
+    )
