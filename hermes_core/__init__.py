@@ -4,7 +4,8 @@ Laid out by layer: ``format/`` (tool specs, prompts, ChatML rendering, the whole
 parser, validation, tool choice), ``grammar`` (xgrammar constraints), ``frontend`` (the request frontend:
 prompt, constraint, detokenization, parsing, validation, over any engine), ``engines/base`` (the engine
 interface), ``engines/local/`` (transformers: generation, loading, quantization, caches, with the CPU
-kernels in ``engines/local/cpu/``). The public API is
+kernels in ``engines/local/cpu/``), ``engines/server/`` (llama-server, vLLM, SGLang over HTTP) and
+``gbnf`` (constraints as llama.cpp grammars). The public API is
 re-exported here; names are imported lazily so that ``import hermes_core`` stays cheap (no torch until needed).
 """
 
