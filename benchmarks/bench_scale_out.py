@@ -104,7 +104,9 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,4,8", help="comma-separated N values (default 1,4,8)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and for llama-server (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for torch and for llama-server (default 1)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="measured rounds per N (default 2)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="budget of each turn (default 64)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
