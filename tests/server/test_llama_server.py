@@ -220,6 +220,24 @@ def test_a_stopped_stream_stops_the_servers_generation(served, llama_server_url)
         time.sleep(0.05)
 
 
+async def test_a_cancelled_task_stops_the_servers_generation(served, llama_server_url) -> None:
+    long_json = {"type": "array", "items": {"type": "integer"}, "minItems": 400}
+    messages = [{"role": "user", "content": "Count to five hundred."}]
+    task = asyncio.create_task(served.agenerate(messages, response_format=long_json, max_new_tokens=1500))
+    deadline = time.monotonic() + 60
+    while not await asyncio.to_thread(_slot_busy, llama_server_url):
+        assert time.monotonic() < deadline and not task.done(), "the request never reached a slot"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 5
+    while await asyncio.to_thread(_slot_busy, llama_server_url):
+        assert time.monotonic() < deadline, "llama-server kept generating after the task was cancelled"
+        await asyncio.sleep(0.05)
+
+
 def _number_tool(n: int) -> dict[str, Any]:
     """A tool whose only valid call carries ``n``: a reply holding another number came from another request."""
     return {
