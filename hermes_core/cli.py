@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
             '  hermes-chat --json-schema examples/city.schema.json "Where is the Eiffel tower?"\n'
             '  hermes-chat --json-schema \'{"type": "object"}\' "Describe Paris in JSON"\n'
             "  hermes-chat --model NousResearch/Hermes-2-Pro-Llama-3-8B --quantization 4bit\n"
-            '  hermes-chat --base-url http://127.0.0.1:8080 "Tell me a joke"   # llama-server -m <the embedded GGUF>\n'
+            '  hermes-chat --base-url http://127.0.0.1:8080 "Tell me a joke"  # on a llama-server\n'
             "\n"
             "In the interactive mode (no question), /reset forgets the conversation and /exit, an empty\n"
             "line or Ctrl-D quits. Exit status: 0 ok, 1 incomplete JSON answer, 2 bad arguments or model."
