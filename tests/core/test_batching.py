@@ -67,9 +67,18 @@ def _raw_requests(count: int, max_new_tokens: int = 30) -> list[GenerationReques
     ]
 
 
-def test_batched_step_is_bit_identical_to_one_row_steps_in_bf16(tiny_model_dir):
-    """bf16 matmuls round each row alike at any batch size here, and attention runs per row: logits match bit for bit."""
-    model = load_engine(str(tiny_model_dir), torch_dtype=torch.bfloat16).model
+@pytest.mark.parametrize("load", ["bf16", "nf4-bf16"])
+def test_batched_step_is_bit_identical_to_one_row_steps_in_bf16(tiny_model_dir, load):
+    """bf16 matmuls (and the 4-bit kernel) round each row alike at any batch size, attention runs per row:
+    logits match bit for bit."""
+    if load == "nf4-bf16":
+        pytest.importorskip("bitsandbytes")
+        options = dict(quantization="4bit", torch_dtype=torch.bfloat16)
+    else:
+        options = dict(torch_dtype=torch.bfloat16)
+    loaded = load_engine(str(tiny_model_dir), **options).loaded
+    assert load == "bf16" or loaded.direct_4bit_layers > 0
+    model = loaded.model
     step = LlamaBatchStep.for_model(model)
     assert step is not None
     generator = torch.Generator().manual_seed(0)
