@@ -249,10 +249,13 @@ def test_a_failing_request_leaves_the_others_running(engine):
     assert _concurrently([lambda i=i: run(i) for i in range(3)]) == [solo[0], "failed", solo[2]]
 
 
-def test_prefix_cache_is_shared_by_requests_decoding_together(tiny_model_dir):
+@pytest.mark.parametrize("warm", [True, False])
+def test_prefix_cache_is_shared_by_requests_decoding_together(tiny_model_dir, warm):
+    """Warm: the cached system turn serves every request; cold: later requests copy it from the first's cache."""
     engine = load_engine(str(tiny_model_dir), torch_dtype=torch.float32, max_new_tokens=12)
     system = Message("system", "You answer questions about the weather, briefly and exactly. " * 3)
-    engine.generate([system, Message("user", "Warm up.")], constrained=False)
+    if warm:
+        engine.generate([system, Message("user", "Warm up.")], constrained=False)
     asks = [[system, Message("user", f"Weather in city {i}?")] for i in range(4)]
     cold = load_engine(str(tiny_model_dir), torch_dtype=torch.float32, max_new_tokens=12, prefix_cache=False)
     expected = [cold.generate(ask, seed=i, **PROSE).raw_text for i, ask in enumerate(asks)]
@@ -261,8 +264,8 @@ def test_prefix_cache_is_shared_by_requests_decoding_together(tiny_model_dir):
         [lambda a=a, i=i: engine.generate(a, seed=i, **PROSE).raw_text for i, a in enumerate(asks)]
     )
     assert results == expected
-    per_request = (engine.stats.reused_prefix_tokens - reused_before) / len(asks)
-    assert per_request > 50  # every one of them reused the system turn
+    reusing = len(asks) if warm else len(asks) - 1  # cold, the first request computes the system turn
+    assert engine.stats.reused_prefix_tokens - reused_before > 50 * reusing
 
 
 def test_bad_batching_options_fail_at_construction(tiny_model_dir):
@@ -270,3 +273,42 @@ def test_bad_batching_options_fail_at_construction(tiny_model_dir):
         load_engine(str(tiny_model_dir), max_batch_size=0)
     with pytest.raises(ValueError, match="kv_budget_tokens must be a positive integer"):
         load_engine(str(tiny_model_dir), kv_budget_tokens=-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("load", ["fp32", "nf4-bf16"])
+def test_embedded_model_batch_output_equals_solo_output(load):
+    """The embedded SmolLM2: greedy answers (tool calls and prose) in a batch equal the answers alone.
+
+    Plain bf16 is not asserted: oneDNN rounds the MLP's down projection differently for several rows
+    (docs/engine.md)."""
+    if load == "nf4-bf16":
+        pytest.importorskip("bitsandbytes")
+        engine = load_engine(quantization="4bit", torch_dtype=torch.bfloat16, max_new_tokens=40)
+    else:
+        engine = load_engine(torch_dtype=torch.float32, max_new_tokens=40)
+    stock = {
+        "type": "function",
+        "function": {
+            "name": "get_stock_fundamentals",
+            "description": "Get fundamental data for a given stock symbol.",
+            "parameters": {
+                "type": "object",
+                "properties": {"symbol": {"type": "string"}},
+                "required": ["symbol"],
+            },
+        },
+    }
+    jobs = [
+        ([Message("user", "Fetch the stock fundamentals data for Tesla (TSLA)")], dict(tools=[stock])),
+        (
+            [Message("user", "What is the weather in Paris?")],
+            dict(tools=[WEATHER_TOOL], tool_choice="required"),
+        ),
+        ([Message("user", "Write two sentences about the sea.")], dict(constrained=False)),
+        ([Message("user", "Name three prime numbers.")], dict(constrained=False)),
+    ]
+    solo = [engine.generate(ask, **options).raw_text for ask, options in jobs]
+    batched = _concurrently([lambda a=a, o=o: engine.generate(a, **o).raw_text for a, o in jobs])
+    assert batched == solo
+    assert engine.stats.peak_batch >= 2

@@ -24,7 +24,7 @@ from typing import Any
 
 from hermes_core.engines.base import Engine, EngineOutput, GenerationRequest
 from hermes_core.engines.local.prefix_cache import PrefixCache
-from hermes_core.engines.local.scheduler import Scheduler, Submission, copy_cache
+from hermes_core.engines.local.scheduler import Scheduler, Submission, copy_prefix
 
 DEFAULT_MAX_BATCH_SIZE = 8
 
@@ -158,15 +158,14 @@ class LocalEngine(Engine):
 
     # -- called by the scheduler, under the model lock ---------------------------------------------
 
-    def _prefill_prompt(self, request: GenerationRequest, *, keep_cached: bool) -> tuple[Any, int, Any]:
+    def _prefill_prompt(self, request: GenerationRequest) -> tuple[Any, int, Any]:
         """Prefill the whole prompt: its cache, tokens reused from the prefix cache, and last-token logits.
 
         The logits are None when the request was cancelled between chunks (what was computed, ending
-        at a chunk start, is kept in the prefix cache). ``keep_cached`` copies a prefix-cache entry
-        instead of taking it, so requests decoding together share it.
+        at a chunk start, is kept in the prefix cache).
         """
         prompt_ids, starts, cancel = request.prompt_ids, request.chunk_starts, request.cancel
-        cache, reused = self._prefill(prompt_ids, starts, cancel, keep_cached=keep_cached)
+        cache, reused = self._prefill(prompt_ids, starts, cancel)
         if cancel.is_set():
             if self.prefix_cache is not None and cache.get_seq_length():
                 self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
@@ -204,13 +203,13 @@ class LocalEngine(Engine):
         self.stats.last_completion_tokens = len(new_ids)
         self.stats.last_reused_prefix_tokens = reused
 
-    def _prefill(
-        self, prompt_ids: list[int], starts: list[int], cancel: threading.Event, *, keep_cached: bool = False
-    ) -> tuple[Any, int]:
+    def _prefill(self, prompt_ids: list[int], starts: list[int], cancel: threading.Event) -> tuple[Any, int]:
         """KV of every prompt chunk but the last (reused from the prefix cache where possible).
 
         Returns the cache (one that appends in place, see ``kv_cache``) and how many tokens came
         from the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
+        While other requests decode or wait, a reused entry is copied and stays cached, and the
+        running requests' caches are searched too, so requests arriving together all reuse a prefix.
         Stops between chunks once ``cancel`` is set (a long prompt on a big model takes seconds).
         """
         import torch
@@ -219,11 +218,19 @@ class LocalEngine(Engine):
 
         hit = self.prefix_cache.take(prompt_ids, starts) if self.prefix_cache is not None else None
         reused = hit.length if hit is not None else 0
-        if hit is not None and keep_cached and self.prefix_cache is not None:
-            cache = copy_cache(hit.cache)
-            self.prefix_cache.put(prompt_ids, hit.cache, hit.length)  # back for the next request
+        sharing = self.scheduler.busy()
+        if hit is not None and sharing and self.prefix_cache is not None:
+            # Others decode or wait: they may want this entry too, so it stays and we take a copy.
+            cache = copy_prefix(hit.cache, reused, self.model)
+            self.prefix_cache.put(prompt_ids, hit.cache, reused)
         else:
             cache = hit.cache if hit is not None else new_kv_cache(self.model)
+        if self.prefix_cache is not None and sharing:
+            # A request decoding now may hold a longer run of this prompt's chunks (its entry was
+            # taken when it started): copy those whole chunks from its cache.
+            row_cache, length = self.scheduler.longest_shared_prefix(prompt_ids, starts)
+            if length > reused and length >= self.prefix_cache.min_reuse_tokens:
+                cache, reused = copy_prefix(row_cache, length, self.model), length
         pending = [start for start in starts if start > reused]
         done = reused
         with torch.inference_mode():

@@ -75,6 +75,7 @@ class Scheduler:
         self._condition = threading.Condition()
         self._running = False
         self._step: Any = None
+        self._starting = 0  # requests admitted in this round, not started yet (this one included)
         self._batch_matcher: Any = None
 
     def submit(self, submission: Submission) -> None:
@@ -84,6 +85,34 @@ class Scheduler:
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._loop, name="hermes-scheduler", daemon=True).start()
+
+    def busy(self) -> bool:
+        """Whether other requests decode or wait (called from the scheduler thread during admission)."""
+        return bool(self._rows or self._waiting or self._starting > 1)
+
+    def longest_shared_prefix(self, prompt_ids: Sequence[int], starts: Sequence[int]) -> tuple[Any, int]:
+        """The running request's cache holding the longest run of ``prompt_ids``' whole chunks, and its length.
+
+        A length qualifies only where both prompts start a chunk and every earlier chunk start is the
+        same, so the copied tokens were computed in exactly the chunks a cold prefill would use.
+        """
+        from hermes_core.engines.local.prefix_cache import _common_prefix_length
+
+        best: tuple[Any, int] = (None, 0)
+        for row in self._rows:
+            theirs = row.request.chunk_starts
+            common = _common_prefix_length(row.request.prompt_ids, prompt_ids)
+            for start in reversed(starts):
+                if start <= best[1]:
+                    break
+                if (
+                    start <= common
+                    and start in theirs
+                    and [s for s in theirs if s <= start] == [s for s in starts if s <= start]
+                ):
+                    best = (row.cache, start)
+                    break
+        return best
 
     @property
     def active(self) -> int:
@@ -102,9 +131,10 @@ class Scheduler:
                 if not self._rows and not admitted and not self._waiting:
                     self._running = False
                     return
-            share = len(admitted) > 1 or bool(self._rows) or bool(self._waiting)
-            for submission in admitted:
-                self._start(submission, share)
+            for index, submission in enumerate(admitted):
+                self._starting = len(admitted) - index
+                self._start(submission)
+            self._starting = 0
             if self._rows:
                 self._decode()
 
@@ -131,11 +161,8 @@ class Scheduler:
 
     # -- admission ---------------------------------------------------------------------------------
 
-    def _start(self, submission: Submission, share: bool) -> None:
-        """Prefill ``submission``'s prompt alone, sample its first token and add it to the batch.
-
-        ``share``: other requests run or wait, so a prefix-cache entry is copied rather than taken.
-        """
+    def _start(self, submission: Submission) -> None:
+        """Prefill ``submission``'s prompt alone, sample its first token and add it to the batch."""
         request = submission.request
         engine = self.engine
         stop_ids = frozenset(request.stop_token_ids or engine.stop_token_ids)
@@ -144,7 +171,7 @@ class Scheduler:
             return
         try:
             with engine._lock:
-                cache, reused, logits = engine._prefill_prompt(request, keep_cached=share)
+                cache, reused, logits = engine._prefill_prompt(request)
             if logits is None:  # cancelled between prompt chunks
                 submission.finish(_outcome(request, [], stop_ids))
                 return
@@ -327,6 +354,16 @@ def _outcome(request: GenerationRequest, new_ids: list[int], stop_ids: frozenset
     return EngineOutput(list(new_ids), reason, usage)  # type: ignore[arg-type]
 
 
-def copy_cache(cache: Any) -> Any:
-    """An independent copy of a KV cache (a prefix-cache entry shared by requests decoding together)."""
-    return copy.deepcopy(cache)
+def copy_prefix(cache: Any, length: int, model: Any) -> Any:
+    """A new in-place KV cache holding a copy of ``cache``'s first ``length`` tokens."""
+    from hermes_core.engines.local.kv_cache import new_kv_cache
+
+    if any(type(layer).__name__ != "GrowingLayer" for layer in cache.layers):
+        copied = copy.deepcopy(cache)  # other layer kinds (sliding window): copy whole, then crop
+        if copied.get_seq_length() > length:
+            copied.crop(length)
+        return copied
+    copied = new_kv_cache(model)
+    for index, layer in enumerate(cache.layers):
+        copied.update(layer.keys[..., :length, :], layer.values[..., :length, :], index)
+    return copied
