@@ -312,3 +312,33 @@ def test_embedded_model_batch_output_equals_solo_output(load):
     batched = _concurrently([lambda a=a, o=o: engine.generate(a, **o).raw_text for a, o in jobs])
     assert batched == solo
     assert engine.stats.peak_batch >= 2
+
+
+def test_langchain_batch_and_abatch_decode_together(tiny_model_dir):
+    from langchain_hermes import ChatHermes
+
+    engine = load_engine(str(tiny_model_dir), torch_dtype=torch.float32)
+    llm = ChatHermes(engine=engine, max_tokens=16)
+    prompts = [f"Question {i}?" for i in range(6)]
+    solo = [llm.invoke(prompt).content for prompt in prompts]
+    assert engine.stats.peak_batch <= 1
+    assert [m.content for m in llm.batch(prompts)] == solo
+    assert engine.stats.peak_batch >= 2
+    assert [m.content for m in asyncio.run(llm.abatch(prompts))] == solo
+
+
+def test_llama_index_async_chat_decodes_together(tiny_model_dir):
+    from llama_index.core.llms import ChatMessage
+
+    from llama_index_hermes import HermesLLM
+
+    engine = load_engine(str(tiny_model_dir), torch_dtype=torch.float32)
+    llm = HermesLLM(engine=engine, max_new_tokens=16)
+    asks = [[ChatMessage(role="user", content=f"Question {i}?")] for i in range(6)]
+    solo = [llm.chat(ask).message.content for ask in asks]
+
+    async def together():
+        return await asyncio.gather(*(llm.achat(ask) for ask in asks))
+
+    assert [r.message.content for r in asyncio.run(together())] == solo
+    assert engine.stats.peak_batch >= 2
