@@ -7,8 +7,10 @@ tools prompt, both engines run the same N requests, interleaved in one process (
 the script reports aggregate generated tokens per second (from the first submission to the last
 answer), each request's time to first token and the p95 request latency, then batched/serialised
 ratios. Every request decodes exactly ``--tokens`` tokens (its stop tokens are ignored), greedy.
+First, the step alone: one decode step over B rows against one lone step, at a short and a
+1,600-token context, which is what batching buys with no prefill or scheduling around it.
 
-    python benchmarks/bench_batching.py [--tokens 32] [--rounds 2] [--sizes 1,2,4,8,16] [--threads 1]
+    python benchmarks/bench_batching.py [--tokens 32] [--rounds 2] [--sizes 1,2,4,8,16] [--threads 1] [--steps-only]
 """
 
 from __future__ import annotations
@@ -79,6 +81,47 @@ def _run(engine: Any, requests: list[GenerationRequest]) -> dict[str, float]:
     }
 
 
+def step_ratios(engine: Any, sizes: list[int], context: int, repeats: int) -> None:
+    """Time of one decode step over B rows against one lone step, interleaved: tokens/s gained by batching."""
+    import torch
+
+    from hermes_core.engines.local.batch_step import LlamaBatchStep, single_row_logits
+    from hermes_core.engines.local.kv_cache import new_kv_cache
+
+    model = engine.model
+    step = LlamaBatchStep.for_model(model)
+    if step is None:
+        print("no batched step for this model (row-by-row only)")
+        return
+    prompt = [100 + i % 1000 for i in range(context)]
+
+    def caches(count: int) -> list[Any]:
+        made = [new_kv_cache(model) for _ in range(count)]
+        for cache in made:
+            single_row_logits(model, "cache", prompt, cache)
+        return made
+
+    print(f"\n## one decode step, {context}-token context, load {load_average()}")
+    print("| rows | lone step ms | batched step ms | tokens/s against one row |")
+    print("| --- | --- | --- | --- |")
+    with torch.inference_mode():
+        for size in sizes:
+            rows, lone = caches(size), caches(1)[0]
+            lone_s, batched_s = [], []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                single_row_logits(model, "cache", [5], lone)
+                lone_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                step([5] * size, rows)
+                batched_s.append(time.perf_counter() - start)
+            lone_ms, batched_ms = statistics.median(lone_s) * 1e3, statistics.median(batched_s) * 1e3
+            print(
+                f"| {size} | {lone_ms:.1f} | {batched_ms:.1f} | {size * lone_ms / batched_ms:.2f}x |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=32)
@@ -86,6 +129,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,2,4,8,16")
     parser.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a busy machine)")
+    parser.add_argument("--steps-only", action="store_true", help="only the decode-step ratios")
     args = parser.parse_args()
     import torch
 
@@ -98,6 +142,10 @@ def main() -> None:
     print(machine_summary())
     loaded = batched.loaded
     print(f"model dtype {batched.model.dtype}, quantization {getattr(loaded, 'quantization', None)}")
+    for context in (40, 1600):
+        step_ratios(batched, sizes, context, repeats=8)
+    if args.steps_only:
+        return
     for name, tools in (("short prompt", None), ("tools prompt", TOOLS)):
         prompt_tokens = len(_requests(batched, 1, tools, args.tokens)[0].prompt_ids)
         for engine in (batched, serial):  # warm up: load kernels, fill the prefix cache with the tools turn
