@@ -33,6 +33,9 @@ class HermesEngine(Frontend):
         repetition_penalty: float | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         kv_budget_tokens: int | None = None,
+        variant: Any = "auto",
+        reasoning: bool | None = None,
+        reasoning_budget: int | None = None,
     ) -> None:
         super().__init__(
             LocalEngine(
@@ -47,6 +50,9 @@ class HermesEngine(Frontend):
             temperature=temperature,
             top_p=top_p,
             repetition_penalty=repetition_penalty,
+            variant=variant,
+            reasoning=reasoning,
+            reasoning_budget=reasoning_budget,
         )
 
     @property
@@ -85,6 +91,9 @@ def load_engine(
     repetition_penalty: float | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     kv_budget_tokens: int | None = None,
+    variant: Any = "auto",
+    reasoning: bool | None = None,
+    reasoning_budget: int | None = None,
     **load_options: Any,
 ) -> HermesEngine:
     """Load ``model`` (None = the embedded SmolLM2) and wrap it in a new engine.
@@ -93,7 +102,12 @@ def load_engine(
     reuses the first load.
     """
     loaded = _load_shared(
-        model, quantization=quantization, device_map=device_map, torch_dtype=torch_dtype, **load_options
+        model,
+        quantization=quantization,
+        device_map=device_map,
+        torch_dtype=torch_dtype,
+        variant=variant,
+        **load_options,
     )
     return HermesEngine(
         loaded,
@@ -106,6 +120,9 @@ def load_engine(
         repetition_penalty=repetition_penalty,
         max_batch_size=max_batch_size,
         kv_budget_tokens=kv_budget_tokens,
+        variant=variant,
+        reasoning=reasoning,
+        reasoning_budget=reasoning_budget,
     )
 
 
