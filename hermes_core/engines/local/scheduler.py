@@ -125,6 +125,19 @@ class Scheduler:
         return len(self._waiting)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # a bug in the scheduler itself: answer everyone rather than hang them
+            with self._condition:
+                stranded = [row.submission for row in self._rows] + list(self._waiting)
+                self._rows.clear()
+                self._waiting.clear()
+                self._running = False
+            for submission in stranded:
+                if not submission.done.is_set():
+                    submission.finish(error=exc)
+
+    def _serve(self) -> None:
         while True:
             admitted = self._admit()
             with self._condition:
