@@ -21,9 +21,10 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from hermes_core.engines.local.loading import EMBEDDED_NAME
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.options import check_load_options, check_request_options
 from langchain_hermes._chunks import ChunkBuilder
 from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
-from langchain_hermes._options import check_options, engine_options
+from langchain_hermes._options import check_options, engine_options, request_options
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
 from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
 
@@ -81,6 +82,8 @@ class ChatHermes(BaseChatModel):
             if "model" in kwargs:
                 raise ValueError("ChatHermes got the model twice (positionally and as model=); pass it once.")
             kwargs["model"] = model
+        check_load_options(kwargs)
+        check_request_options(request_options(kwargs))
         super().__init__(**kwargs)
 
     @model_validator(mode="before")

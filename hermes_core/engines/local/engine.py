@@ -24,6 +24,7 @@ from typing import Any
 
 from hermes_core.engines.local.prefix_cache import PrefixCache, chunk_starts
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.options import check_load_options, check_request_options
 from hermes_core.types import GenerationResult, Message, ParsedResponse, StreamEvent, Usage
 
 
@@ -169,6 +170,7 @@ class HermesEngine:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
     ) -> None:
+        check_request_options(_defaults(max_new_tokens, temperature, top_p, repetition_penalty, constrained))
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -225,6 +227,10 @@ class HermesEngine:
         from hermes_core.format.tool_choice import normalize_tool_choice
         from hermes_core.format.tool_specs import to_tool_specs
 
+        check_request_options(
+            {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": stop}
+            | {"repetition_penalty": repetition_penalty, "seed": seed, "constrained": constrained}
+        )
         if not messages:
             raise UnsupportedOptionError("messages is empty: pass at least one user message.")
         specs = to_tool_specs(list(tools)) if tools else []
@@ -570,6 +576,12 @@ _END = object()
 TOOL_RESPONSE_TAG = "<tool_response>"
 
 
+def _defaults(*values: Any) -> dict[str, Any]:
+    """The engine-wide generation defaults by option name, for ``check_request_options``."""
+    names = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "constrained")
+    return dict(zip(names, values, strict=True))
+
+
 def _response_schema(response_format: Any) -> dict[str, Any] | None:
     """Accept a JSON schema dict, ``{"type": "json_object"}``, OpenAI's json_schema wrapper or a pydantic class."""
     if response_format is None:
@@ -609,6 +621,10 @@ def load_engine(
     Weights are shared: loading the same model with the same load options twice in one process
     reuses the first load.
     """
+    check_load_options(
+        {"quantization": quantization, "torch_dtype": torch_dtype, "prefix_cache": prefix_cache}
+    )
+    check_request_options(_defaults(max_new_tokens, temperature, top_p, repetition_penalty, constrained))
     loaded = _load_shared(
         model, quantization=quantization, device_map=device_map, torch_dtype=torch_dtype, **load_options
     )
