@@ -487,10 +487,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--max-new-tokens must be at least 1.")
     if args.max_tool_rounds < 0:
         parser.error("--max-tool-rounds must be 0 or more.")
-    if args.temperature < 0:
-        parser.error("--temperature must be 0 or more.")
-    if args.repetition_penalty is not None and args.repetition_penalty <= 0:
-        parser.error("--repetition-penalty must be above 0 (1.0 = off).")
+    if not args.temperature >= 0 or args.temperature == float("inf"):  # also nan
+        parser.error("--temperature must be a finite number, 0 or more.")
+    penalty = args.repetition_penalty
+    if penalty is not None and (not penalty > 0 or penalty == float("inf")):
+        parser.error("--repetition-penalty must be a finite number above 0 (1.0 = off).")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1.")
 

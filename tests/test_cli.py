@@ -369,3 +369,13 @@ def test_demo_says_when_the_answer_was_cut_off(
         "(hermes-demo: the reply was cut off at --max-new-tokens (40 tokens); raise it for a longer one.)"
         in out
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--temperature", "nan"), ("--temperature", "inf"), ("--repetition-penalty", "inf")]
+)
+def test_non_finite_sampling_flags_are_usage_errors(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([flag, value, "hi"])
+    assert exit_info.value.code == 2
+    assert f"{flag} must be a finite number" in capsys.readouterr().err
