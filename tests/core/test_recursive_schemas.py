@@ -73,7 +73,7 @@ def test_json_mode_schema_is_the_spec_parameters_titled():
 @pytest.fixture(scope="module")
 def grammars(tiny_model_dir):
     engine = get_engine(str(tiny_model_dir))
-    return engine._grammars()
+    return engine.engine.grammars()
 
 
 def _accepts(grammar, text: str) -> bool:
