@@ -50,19 +50,27 @@ class PromptSegment:
     special: bool
 
 
-# "<" of a tag the prompt itself uses for structure (the model reads them as text, not special tokens).
-_STRUCTURE_TAG = re.compile(r"<(?=/?\s*(?:tools|tool_call|tool_response|schema)\b)", re.IGNORECASE)
+# "<" of a tag the prompts use for structure (the model reads them as text, not special tokens).
+_STRUCTURE_TAG = re.compile(
+    r"<(?=/?\s*(?:tools|tool_call|tool_response|schema|think|scratch_pad)\b)", re.IGNORECASE
+)
+
+
+def escape_structure_tags(json_text: str) -> str:
+    """JSON text with the ``<`` of ``<tools>``, ``</tools>``, ``<tool_call>``, ``<schema>`` & co. written
+    as the JSON escape ``\\u003c``.
+
+    A tool spec or schema from an untrusted source could otherwise close the ``<tools>``/``<schema>``
+    block as text and write its own instructions or calls after it. In JSON a ``<`` can only be inside
+    a string, so the JSON value stays identical for a JSON reader, and text without such tags is
+    returned unchanged (ordinary specs stay byte for byte as the model card writes them).
+    """
+    return _STRUCTURE_TAG.sub(r"\\u003c", json_text)
 
 
 def embedded_json(value: Any) -> str:
-    """``json.dumps(value)`` with the ``<`` of ``<tools>``, ``</tools>``, ``<tool_call>``, ``<schema>`` & co.
-    written as the JSON escape ``\\u003c``.
-
-    A tool spec or schema from an untrusted source could otherwise close the ``<tools>``/``<schema>``
-    block as text and write its own instructions or calls after it. The escape leaves the JSON value
-    identical for a JSON reader, and ordinary specs (no such tags) byte for byte as before.
-    """
-    return _STRUCTURE_TAG.sub(r"\\u003c", json.dumps(value))
+    """``json.dumps(value)`` as the prompts embed it, with structure tags escaped (``escape_structure_tags``)."""
+    return escape_structure_tags(json.dumps(value))
 
 
 def tools_system_prompt_segments(tools: Sequence[Any]) -> list[PromptSegment]:
