@@ -20,6 +20,7 @@ from typing import Any
 
 from hermes_core.engines.base import Constraint, Engine, EngineOutput, GenerationRequest
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.options import check_request_options
 from hermes_core.types import GenerationResult, Message, ParsedResponse, StreamEvent, Usage
 
 TOOL_RESPONSE_TAG = "<tool_response>"
@@ -70,6 +71,7 @@ class Frontend:
     ) -> None:
         from hermes_core.format.variants import resolve_variant
 
+        check_request_options(_defaults(max_new_tokens, temperature, top_p, repetition_penalty, constrained))
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_name: str = engine.model_name
@@ -122,6 +124,10 @@ class Frontend:
         from hermes_core.format.tool_choice import normalize_tool_choice
         from hermes_core.format.tool_specs import to_tool_specs
 
+        check_request_options(
+            {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": stop}
+            | {"repetition_penalty": repetition_penalty, "seed": seed, "constrained": constrained}
+        )
         if not messages:
             raise UnsupportedOptionError("messages is empty: pass at least one user message.")
         specs = to_tool_specs(list(tools)) if tools else []
@@ -396,6 +402,12 @@ REQUEST_OPTIONS: frozenset[str] = frozenset(inspect.signature(Frontend._prepare)
     "messages",
 }
 """Keyword options ``generate``/``stream`` accept per request; adapters check their kwargs against it."""
+
+
+def _defaults(*values: Any) -> dict[str, Any]:
+    """The frontend-wide generation defaults by option name, for ``check_request_options``."""
+    names = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "constrained")
+    return dict(zip(names, values, strict=True))
 
 
 def _check_reasoning_budget(budget: int | None) -> int | None:

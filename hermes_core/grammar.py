@@ -358,18 +358,38 @@ def _canonical(value: Any) -> str:
 
 
 class GrammarCache:
-    """Compiles and caches grammars for one tokenizer; thread-safe, LRU-bounded.
+    """Compiles and caches grammars for one tokenizer; thread-safe, LRU-bounded by count and by bytes.
 
     Built once per engine: xgrammar's tokenizer preprocessing is the expensive part, each
-    grammar then compiles in milliseconds and repeated requests reuse the cached result.
+    grammar then compiles in milliseconds and repeated requests reuse the cached result. A compiled
+    grammar holds token masks over the whole vocabulary (3.9 MB for 200 one-argument tools with the
+    embedded model's tokenizer, more for richer schemas), so the cache keeps at most ``max_entries``
+    grammars and ``max_bytes`` bytes of them (default ``DEFAULT_MAX_BYTES``, or
+    ``HERMES_GRAMMAR_CACHE_MB`` MiB), least recently used out first; the newest is always kept.
     """
 
+    DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
     def __init__(
-        self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int], *, max_entries: int = 128
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        stop_token_ids: Sequence[int],
+        *,
+        max_entries: int = 128,
+        max_bytes: int | None = None,
     ) -> None:
+        from hermes_core.options import env_megabytes
+
         if not stop_token_ids:
             raise UnsupportedOptionError(
                 "GrammarCache needs at least one stop token id (the end-of-turn token)."
+            )
+        if max_bytes is None:
+            max_bytes = env_megabytes("HERMES_GRAMMAR_CACHE_MB", self.DEFAULT_MAX_BYTES // (1024 * 1024))
+        if max_entries < 1 or max_bytes < 0:
+            raise UnsupportedOptionError(
+                f"GrammarCache needs max_entries >= 1 and max_bytes >= 0, got {max_entries} and {max_bytes}."
             )
         self.vocab_size = int(vocab_size)
         self.stop_token_ids = [int(t) for t in stop_token_ids]
@@ -378,8 +398,16 @@ class GrammarCache:
         )
         self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
         self.max_entries = max_entries
+        self.max_bytes = int(max_bytes)
         self._cache: OrderedDict[str, Constraint] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the cached grammars take (xgrammar's ``CompiledGrammar.memory_size_bytes``)."""
+        return self._bytes
 
     def _cached(self, key: str, build: Any) -> Constraint:
         """Return the constraint cached under ``key``, compiling it with ``build()`` on a miss."""
@@ -389,11 +417,19 @@ class GrammarCache:
                 self._cache.move_to_end(key)
                 return hit
         compiled = build()
+        size = int(getattr(compiled.compiled, "memory_size_bytes", 0) or 0)
         with self._lock:
+            if key in self._cache:  # another thread compiled it meanwhile
+                self._bytes -= self._sizes[key]
             self._cache[key] = compiled
             self._cache.move_to_end(key)
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+            self._sizes[key] = size
+            self._bytes += size
+            while len(self._cache) > 1 and (
+                len(self._cache) > self.max_entries or self._bytes > self.max_bytes
+            ):
+                evicted, _ = self._cache.popitem(last=False)
+                self._bytes -= self._sizes.pop(evicted)
         return compiled
 
     def __len__(self) -> int:

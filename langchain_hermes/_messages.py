@@ -190,10 +190,43 @@ def to_usage_metadata(usage: Usage) -> UsageMetadata:
     )
 
 
+INVALID_CALL_ERRORS = "invalid_tool_call_errors"
+"""``response_metadata`` key: the reason for each invalid call, by call id (it survives adding up chunks)."""
+
+
 def to_response_metadata(result: GenerationResult) -> dict[str, Any]:
-    """Why generation stopped and which model answered."""
-    return {
+    """Why generation stopped, which model answered, and why each invalid call attempt was rejected."""
+    metadata: dict[str, Any] = {
         "finish_reason": result.finish_reason,
         "model_name": result.model_name,
         "model_provider": PROVIDER,
     }
+    if result.invalid_tool_calls:
+        metadata[INVALID_CALL_ERRORS] = {call.id: call.error for call in result.invalid_tool_calls}
+    return metadata
+
+
+def restore_call_errors(message: AIMessage) -> AIMessage:
+    """``message`` with each invalid call's ``error`` put back from its ``response_metadata``.
+
+    LangChain rebuilds ``invalid_tool_calls`` from ``tool_call_chunks`` whenever chunks are added up,
+    always with ``error=None``; the reasons travel in ``response_metadata["invalid_tool_call_errors"]``.
+    Use it on a message you added up from ``stream``/``astream`` chunks yourself; ``ChatHermes`` applies
+    it to what ``invoke``/``generate`` return when they stream internally (agents, ``streaming=True``).
+    """
+    errors = message.response_metadata.get(INVALID_CALL_ERRORS)
+    if not isinstance(errors, dict):
+        return message
+
+    def fixed(item: Any) -> Any:
+        if isinstance(item, dict) and item.get("error") is None and item.get("id") in errors:
+            return {**item, "error": errors[item["id"]]}
+        return item
+
+    update: dict[str, Any] = {"invalid_tool_calls": [fixed(call) for call in message.invalid_tool_calls]}
+    if isinstance(message.content, list):  # output_version="v1": invalid calls are content blocks too
+        update["content"] = [
+            fixed(block) if isinstance(block, dict) and block.get("type") == "invalid_tool_call" else block
+            for block in message.content
+        ]
+    return message.model_copy(update=update)

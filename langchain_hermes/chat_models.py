@@ -21,9 +21,10 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from hermes_core.engines.local.loading import EMBEDDED_NAME
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.options import check_load_options, check_request_options
 from langchain_hermes._chunks import ChunkBuilder
-from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
-from langchain_hermes._options import check_options, engine_options
+from langchain_hermes._messages import PROVIDER, restore_call_errors, to_ai_message, to_core_messages
+from langchain_hermes._options import check_options, engine_options, request_options
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
 from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
 
@@ -87,6 +88,8 @@ class ChatHermes(BaseChatModel):
             if "model" in kwargs:
                 raise ValueError("ChatHermes got the model twice (positionally and as model=); pass it once.")
             kwargs["model"] = model
+        check_load_options(kwargs)
+        check_request_options(request_options(kwargs))
         super().__init__(**kwargs)
 
     @model_validator(mode="before")
@@ -207,6 +210,28 @@ class ChatHermes(BaseChatModel):
         return engine_options(defaults, stop, kwargs)
 
     # ------------------------------------------------------------- generation
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """LangChain's generate step (cache, internal streaming), with invalid-call errors kept when it streamed."""
+        result = super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return _with_call_errors(result)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Async ``_generate_with_cache``."""
+        result = await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return _with_call_errors(result)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -315,6 +340,18 @@ class ChatHermes(BaseChatModel):
             )
         check_flag("strict", strict)
         return structured_output_runnable(self, schema, method=method, include_raw=include_raw, strict=strict)
+
+
+def _with_call_errors(result: ChatResult) -> ChatResult:
+    """``result`` with the error text of invalid calls restored where adding up chunks dropped it.
+
+    ``invoke`` streams internally when a callback asks for tokens (LangGraph's ``stream_mode="messages"``,
+    ``astream_events``, ``streaming=True``); an agent must then see the same errors as without streaming.
+    """
+    for generation in result.generations:
+        if isinstance(generation.message, AIMessage):
+            generation.message = restore_call_errors(generation.message)
+    return result
 
 
 __all__ = ["ChatHermes"]

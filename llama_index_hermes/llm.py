@@ -43,6 +43,7 @@ from llama_index.core.types import PydanticProgramMode
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.frontend import REQUEST_OPTIONS
+from hermes_core.options import check_load_options, check_request_options
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
 from llama_index_hermes._streaming import ChunkBuilder
@@ -126,6 +127,8 @@ class HermesLLM(FunctionCallingLLM):
                     f"HermesLLM got engine= together with {given}; an engine is already loaded, so pass "
                     "either engine= or the model and its load options, not both."
                 )
+        check_load_options(kwargs)
+        check_request_options(kwargs)
         super().__init__(model=model, **kwargs)
         self._engine = engine
 
@@ -211,6 +214,7 @@ class HermesLLM(FunctionCallingLLM):
         options = {name: value for name, value in {**defaults, **kwargs}.items() if value is not None}
         if options.get("tools"):
             options["tools"] = to_openai_tools(options["tools"])
+        check_request_options(options)  # before the engine loads: a bad option fails in milliseconds
         return options
 
     @staticmethod
