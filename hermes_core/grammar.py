@@ -209,6 +209,39 @@ def tool_call_structural_tag(
     return st.StructuralTag(format=fmt)
 
 
+def _calls_only(tag: st.TagFormat, parallel_tool_calls: bool) -> st.TagsWithSeparatorFormat:
+    """One or more call blocks separated by a newline (exactly one when not parallel), nothing else."""
+    return st.TagsWithSeparatorFormat(
+        tags=[tag], separator=CALL_SEPARATOR, at_least_one=True, stop_after_first=not parallel_tool_calls
+    )
+
+
+def answer_schema_ebnf(schema: dict[str, Any]) -> str:
+    """EBNF for a final answer valid for ``schema``; a bare ``{"type": "object"}`` means any object."""
+    if schema == {"type": "json_object"}:
+        schema = {"type": "object"}
+    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
+    return json_schema_ebnf(schema, what="The response_format schema", strict=strict)
+
+
+def tool_call_or_answer_structural_tag(
+    tools: Sequence[dict[str, Any]],
+    schema: dict[str, Any],
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+) -> st.StructuralTag:
+    """``auto`` tool choice with a response schema: call blocks (as in ``required``) or one JSON answer.
+
+    The auto grammar's free text is replaced by a compact JSON value valid for ``schema``, so a reply
+    either calls tools or is the structured final answer, never prose.
+    """
+    if not tools:
+        raise UnsupportedOptionError("A tool-call-or-answer grammar needs at least one tool.")
+    calls = _calls_only(tool_call_tag(tools, None, delimiters), parallel_tool_calls)
+    answer = st.GrammarFormat(grammar=answer_schema_ebnf(schema))
+    return st.StructuralTag(format=st.OrFormat(elements=[calls, answer]))
+
+
 def _special_tokens(tokenizer: Any) -> dict[int, str]:
     """Id -> text of the tokenizer's added special tokens (empty for tokenizers without any)."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
@@ -321,6 +354,24 @@ class GrammarCache:
                 f"The tool-call grammar could not be compiled ({_reason(exc)}); simplify the tools' parameter "
                 "schemas or disable constrained decoding for this request."
             ) from exc
+
+    def for_tools_or_answer(
+        self, tools: Sequence[dict[str, Any]], schema: dict[str, Any], parallel_tool_calls: bool = True
+    ) -> xgr.CompiledGrammar:
+        """``auto`` tool choice with a response schema: calls, or a JSON answer valid for ``schema``."""
+        key = _canonical(["tools-or-answer", list(tools), schema, bool(parallel_tool_calls)])
+
+        def build() -> xgr.CompiledGrammar:
+            tag = tool_call_or_answer_structural_tag(tools, schema, parallel_tool_calls, self.delimiters)
+            try:
+                return self.compiler.compile_structural_tag(tag)
+            except Exception as exc:
+                raise UnsupportedOptionError(
+                    f"The tool-call-or-answer grammar could not be compiled ({_reason(exc)}); simplify the "
+                    "schemas or disable constrained decoding for this request."
+                ) from exc
+
+        return self._cached(key, build)
 
     def for_json(self, schema: dict[str, Any] | None) -> xgr.CompiledGrammar:
         """JSON mode: exactly one compact JSON value valid for ``schema`` (any object when None)."""

@@ -23,22 +23,32 @@ Decisions where the format leaves a choice:
 - A tool message's name comes from ``name``, else from the earlier assistant tool call with the same
   ``tool_call_id``; if neither exists a ``UnsupportedOptionError`` says how to fix it.
 - ``role="developer"`` is treated as ``system``; any other unknown role is an error.
+- With both tools and a ``response_format``, the tools prompt is followed by a blank line and the
+  final-answer schema prompt (``prompts.answer_schema_prompt_segments``).
+- An assistant turn's rejected call attempts (``Message.invalid_tool_calls``) are written after its
+  valid calls, each as the model wrote it inside ``<tool_call>`` tags, and each is answered with its
+  error (``rejected_calls.rejection_response``): a tool message with the attempt's id is rendered as
+  that error, and attempts no following tool message answers get it appended to the tool turn (or a
+  tool turn of their own). Stand-in calls for rejected attempts are not rendered. See
+  ``hermes_core.format.rejected_calls`` for why.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.format.prompts import (
     PromptSegment,
+    answer_schema_prompt_segments,
     json_schema_system_prompt_segments,
     tools_system_prompt_segments,
 )
-from hermes_core.types import Message, ToolCall, new_call_id
+from hermes_core.format.rejected_calls import is_stand_in, rejection_response
+from hermes_core.types import InvalidToolCall, Message, ToolCall, new_call_id
 
 __all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
 
@@ -141,16 +151,14 @@ def render_conversation(
     response_format: Any = None,
     add_generation_prompt: bool = True,
 ) -> RenderedPrompt:
-    """Render ``messages`` (plus the tools or JSON-mode system prompt) as Hermes ChatML segments."""
-    if tools and response_format is not None:
-        raise UnsupportedOptionError(
-            "Pass either tools or response_format to render_conversation, not both (JSON mode has no tools)."
-        )
+    """Render ``messages`` (plus the tools and/or JSON-schema system prompt) as Hermes ChatML segments."""
     msgs = to_messages(messages)
     segments: list[PromptSegment] = []
     lead: list[PromptSegment] = []
     if tools:
         lead = tools_system_prompt_segments(tools)
+        if response_format is not None:
+            lead += [_s("\n\n"), *answer_schema_prompt_segments(response_format)]
     elif response_format is not None:
         lead = json_schema_system_prompt_segments(response_format)
 
@@ -169,29 +177,41 @@ def render_conversation(
         segments.append(_s(f"{IM_END}\n"))
 
     call_names: dict[str, str] = {}
+    rejected: dict[str, InvalidToolCall] = {}
+    pending: list[InvalidToolCall] = []  # the last assistant turn's rejected attempts not answered yet
     index = start
     while index < len(msgs):
         msg = msgs[index]
         if msg.role == "tool":
             segments.append(_s(f"{IM_START}tool\n"))
-            first = True
+            responses: list[list[PromptSegment]] = []
             while index < len(msgs) and msgs[index].role == "tool":
-                if not first:
-                    segments.append(_s("\n"))
-                segments.extend(_tool_response(msgs[index], index, call_names))
-                first = False
+                attempt = rejected.get(msgs[index].tool_call_id or "")
+                if attempt is not None:
+                    responses.append(_rejection(attempt))
+                    pending = [p for p in pending if p.id != attempt.id]
+                else:
+                    responses.append(_tool_response(msgs[index], index, call_names))
                 index += 1
+            responses += [_rejection(attempt) for attempt in pending]
+            pending = []
+            segments.extend(_joined(responses))
             segments.append(_s(f"{IM_END}\n"))
             continue
+        segments.extend(_unanswered(pending))
+        pending = []
         segments.append(_s(f"{IM_START}{msg.role}\n"))
         if msg.role == "assistant":
             segments.extend(_assistant_body(msg, index))
             for call in msg.tool_calls:
                 call_names[call.id] = call.name
+            rejected.update((attempt.id, attempt) for attempt in msg.invalid_tool_calls)
+            pending = list(msg.invalid_tool_calls)
         else:
             segments.append(_c(_text(msg, index)))
         segments.append(_s(f"{IM_END}\n"))
         index += 1
+    segments.extend(_unanswered(pending))
     if add_generation_prompt:
         segments.append(_s(f"{IM_START}assistant\n"))
     return RenderedPrompt([seg for seg in segments if seg.text])
@@ -225,19 +245,51 @@ def _text(msg: Message, index: int) -> str:
 
 
 def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
-    """An assistant turn's text followed by its tool calls, as the model emits them (name first)."""
+    """An assistant turn's text, its tool calls as the model emits them (name first), then its rejected
+    attempts as the model wrote them (stand-ins for those attempts are left out)."""
     out: list[PromptSegment] = []
     text = _text(msg, index)
     if text:
         out.append(_c(text))
-    for n, call in enumerate(msg.tool_calls):
+    rejected_ids = {attempt.id for attempt in msg.invalid_tool_calls}
+    payloads = [
+        json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str)
+        for call in msg.tool_calls
+        if not is_stand_in(call, rejected_ids)
+    ]
+    payloads += [attempt.raw for attempt in msg.invalid_tool_calls]
+    for n, payload in enumerate(payloads):
         if n or text:
             out.append(_s("\n"))
-        payload = json.dumps(
-            {"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str
-        )
         out += [_s("<tool_call>\n"), _c(payload), _s("\n</tool_call>")]
     return out
+
+
+def _rejection(attempt: InvalidToolCall) -> list[PromptSegment]:
+    """The ``<tool_response>`` block answering a rejected attempt with its error."""
+    payload = json.dumps(rejection_response(attempt), ensure_ascii=False, default=str)
+    return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")]
+
+
+def _joined(responses: list[list[PromptSegment]]) -> list[PromptSegment]:
+    """Tool-response blocks of one tool turn, one per line."""
+    out: list[PromptSegment] = []
+    for n, response in enumerate(responses):
+        if n:
+            out.append(_s("\n"))
+        out.extend(response)
+    return out
+
+
+def _unanswered(attempts: list[InvalidToolCall]) -> list[PromptSegment]:
+    """A tool turn answering rejected attempts no tool message answered (nothing when there are none)."""
+    if not attempts:
+        return []
+    return [
+        _s(f"{IM_START}tool\n"),
+        *_joined([_rejection(attempt) for attempt in attempts]),
+        _s(f"{IM_END}\n"),
+    ]
 
 
 def _tool_response(msg: Message, index: int, call_names: dict[str, str]) -> list[PromptSegment]:
@@ -284,6 +336,7 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             tool_calls=[_to_call(c, index) for c in raw.get("tool_calls") or []],
             tool_call_id=raw.get("tool_call_id"),
             name=raw.get("name"),
+            invalid_tool_calls=[_to_invalid_call(c, index) for c in raw.get("invalid_tool_calls") or []],
         )
     else:
         raise UnsupportedOptionError(
@@ -296,12 +349,27 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             f"Message #{index} has unknown role {msg.role!r}; use one of system, user, assistant, tool."
         )
     if role != msg.role:
-        msg = Message(role, msg.content, list(msg.tool_calls), msg.tool_call_id, msg.name)  # type: ignore[arg-type]
-    if msg.tool_calls and role != "assistant":
+        msg = replace(msg, role=role)
+    if (msg.tool_calls or msg.invalid_tool_calls) and role != "assistant":
         raise UnsupportedOptionError(
-            f"Message #{index} ({role}) has tool_calls; only assistant messages make calls."
+            f"Message #{index} ({role}) has tool calls; only assistant messages make calls."
         )
     return msg
+
+
+def _to_invalid_call(raw: Any, index: int) -> InvalidToolCall:
+    """An ``InvalidToolCall`` from one, or from a dict with ``raw`` (the attempt's text) and ``error``."""
+    if isinstance(raw, InvalidToolCall):
+        return raw
+    if not isinstance(raw, dict) or not isinstance(raw.get("raw"), str):
+        raise UnsupportedOptionError(
+            f"Message #{index}: a rejected call attempt must be an InvalidToolCall or a dict with 'raw' "
+            f"(the attempt's text) and 'error', got {raw!r:.80}."
+        )
+    error = raw.get("error") if isinstance(raw.get("error"), str) else ""
+    return InvalidToolCall(
+        raw=raw["raw"], error=error, name=raw.get("name"), id=raw.get("id") or new_call_id()
+    )
 
 
 def _to_call(raw: Any, index: int) -> ToolCall:

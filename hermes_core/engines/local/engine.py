@@ -239,7 +239,8 @@ class HermesEngine:
                 "response_format (JSON mode) cannot be combined with a required tool_choice; "
                 "use one or the other (structured output via a forced tool is tool_choice=<schema name>)."
             )
-        json_mode = schema is not None
+        # With tools offered (auto choice), a schema shapes the final answer; without, it is JSON mode.
+        json_mode = schema is not None and not specs_offered
         rendered = render_conversation(
             list(messages),
             tools=None if json_mode else (specs_offered or None),
@@ -259,6 +260,8 @@ class HermesEngine:
                     grammar = self._grammars().for_json(
                         None if schema.get("type") == "json_object" else schema
                     )
+                elif specs_offered and schema is not None:
+                    grammar = self._grammars().for_tools_or_answer(specs_offered, schema, parallel_tool_calls)
                 elif specs_offered:
                     # Forcing a named tool means one call of it (as OpenAI's named tool_choice does);
                     # small models otherwise repeat the forced call until the token budget runs out.
