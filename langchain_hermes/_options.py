@@ -37,3 +37,10 @@ def engine_options(
     if stop is not None:
         options["stop"] = list(stop)
     return {key: value for key, value in options.items() if value is not None}
+
+
+def check_response_format(response_format: Any) -> None:
+    """Fail at bind time for a ``response_format`` the engine would refuse."""
+    from hermes_core.format.prompts import response_schema
+
+    response_schema(response_format)

@@ -168,9 +168,16 @@ def test_tools_with_a_response_schema_reply_with_valid_calls_or_a_valid_json_ans
     assert "<tools>" in text and '<schema>\n{"type": "object"' in text and not prompt.json_mode
 
 
-def test_a_required_tool_choice_with_a_response_schema_is_refused(engine):
-    with pytest.raises(UnsupportedOptionError, match="cannot be combined with a required tool_choice"):
-        engine.generate(ASK, tools=[BOUNDED_TOOL], tool_choice="required", response_format={"type": "object"})
+def test_a_forced_call_with_a_response_schema_is_a_call_and_the_prompt_keeps_the_schema(engine):
+    """As OpenAI does: tool_choice='required' + response_format makes this reply calls; the schema is for later."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    result = engine.generate(
+        ASK, tools=[BOUNDED_TOOL], tool_choice="required", response_format=schema, max_new_tokens=40
+    )
+    assert result.tool_calls and result.content == ""
+    forced = engine._prepare(ASK, tools=[BOUNDED_TOOL], tool_choice="required", response_format=schema)
+    auto = engine._prepare(ASK, tools=[BOUNDED_TOOL], response_format=schema)
+    assert forced.prompt_ids == auto.prompt_ids  # same prompt: an agent's turns share the cached prefix
 
 
 def test_stream_matches_generate_and_never_shows_markup(engine):

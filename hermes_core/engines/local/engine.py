@@ -234,12 +234,7 @@ class HermesEngine:
         else:
             specs_offered = [] if choice.mode == "none" else specs
         schema = _response_schema(response_format)
-        if schema is not None and specs_offered and choice.mode != "auto":
-            raise UnsupportedOptionError(
-                "response_format (JSON mode) cannot be combined with a required tool_choice; "
-                "use one or the other (structured output via a forced tool is tool_choice=<schema name>)."
-            )
-        # With tools offered (auto choice), a schema shapes the final answer; without, it is JSON mode.
+        # With tools offered, a schema shapes the final answer (a forced call comes first); without, JSON mode.
         json_mode = schema is not None and not specs_offered
         rendered = render_conversation(
             list(messages),
@@ -260,7 +255,7 @@ class HermesEngine:
                     grammar = self._grammars().for_json(
                         None if schema.get("type") == "json_object" else schema
                     )
-                elif specs_offered and schema is not None:
+                elif specs_offered and schema is not None and choice.mode == "auto":
                     grammar = self._grammars().for_tools_or_answer(specs_offered, schema, parallel_tool_calls)
                 elif specs_offered:
                     # Forcing a named tool means one call of it (as OpenAI's named tool_choice does);
