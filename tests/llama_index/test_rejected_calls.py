@@ -101,9 +101,9 @@ REJECTED_LOOP_HISTORY = [
 @pytest.mark.slow
 async def test_function_agent_shows_the_model_why_its_call_was_rejected() -> None:
     llm = DrivenLLM(max_new_tokens=48, constrained=False)
-    agent = FunctionAgent(
-        tools=[FunctionTool.from_defaults(get_forecast)], llm=llm, allow_parallel_tool_calls=False
-    )
+    # return_direct: the run ends once the forecast is in (the 135M model would call it again and again)
+    tool = FunctionTool.from_defaults(get_forecast, return_direct=True)
+    agent = FunctionAgent(tools=[tool], llm=llm, allow_parallel_tool_calls=False)
     handler = agent.run(
         user_msg="Forecast for Paris?", chat_history=list(REJECTED_LOOP_HISTORY), max_iterations=6
     )
