@@ -248,9 +248,8 @@ def test_create_agent_with_response_format_returns_a_structured_response_on_the_
     assert WeatherReport.model_validate_json(state["messages"][-1].content) == report
 
 
-@tool(
-    return_direct=True
-)  # the run ends once the forecast is in: the 135M model would call it again and again
+# return_direct: the run ends once the forecast is in (the 135M model would call it again and again)
+@tool(return_direct=True)
 def get_forecast(city: str, days: int) -> str:
     """Weather forecast for a city for a number of days."""
     return f"Sunny for the next {days} days in {city}."
