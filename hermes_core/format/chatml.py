@@ -1,5 +1,9 @@
 """Renders whole conversations as Hermes ChatML, split into structure and untrusted-content segments.
 
+This is the layout of Hermes 2 Pro's model-card format, the default; other families (Hermes 3's
+``tool_use`` template, Hermes 4, Qwen2.5/Qwen3) change the system turn, the tool-result turn and the
+generation prompt through their ``variants.ChatVariant``, with the same structure/content split.
+
 Layout (``S`` = structure, special; ``C`` = content, tokenized with ``split_special_tokens=True``)::
 
     S<|im_start|>system\\n  [tools or JSON-mode prompt]  [S\\n\\n]  C<caller's system text>  S<|im_end|>\\n
@@ -23,8 +27,10 @@ Decisions where the format leaves a choice:
 - A tool message's name comes from ``name``, else from the earlier assistant tool call with the same
   ``tool_call_id``; if neither exists a ``UnsupportedOptionError`` says how to fix it.
 - ``role="developer"`` is treated as ``system``; any other unknown role is an error.
-- With both tools and a ``response_format``, the tools prompt is followed by a blank line and the
-  final-answer schema prompt (``prompts.answer_schema_prompt_segments``).
+- With both tools and a ``response_format``, the variant's tools system turn is followed by a system turn
+  of its own holding the final-answer schema prompt (``prompts.answer_schema_prompt_segments``): the
+  trained tools prompt stays exactly as it is for every family, and its KV prefix is shared with
+  tools-only requests.
 - An assistant turn's rejected call attempts (``Message.invalid_tool_calls``) are written after its
   valid calls, each as the model wrote it inside ``<tool_call>`` tags, and each is answered with its
   error (``rejected_calls.rejection_response``): a tool message with the attempt's id is rendered as
@@ -41,13 +47,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.format.prompts import (
-    PromptSegment,
-    answer_schema_prompt_segments,
-    json_schema_system_prompt_segments,
-    tools_system_prompt_segments,
-)
+from hermes_core.format.prompts import PromptSegment, answer_schema_prompt_segments, response_schema
 from hermes_core.format.rejected_calls import is_stand_in, rejection_response
+from hermes_core.format.tool_specs import to_tool_specs
+from hermes_core.format.variants import ChatVariant, get_variant, raw_tool_content
 from hermes_core.types import InvalidToolCall, Message, ToolCall, new_call_id
 
 __all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
@@ -150,31 +153,29 @@ def render_conversation(
     tools: Sequence[Any] | None = None,
     response_format: Any = None,
     add_generation_prompt: bool = True,
+    variant: str | ChatVariant | None = None,
+    reasoning: bool | None = None,
 ) -> RenderedPrompt:
-    """Render ``messages`` (plus the tools and/or JSON-schema system prompt) as Hermes ChatML segments."""
-    msgs = to_messages(messages)
-    segments: list[PromptSegment] = []
-    lead: list[PromptSegment] = []
-    if tools:
-        lead = tools_system_prompt_segments(tools)
-        if response_format is not None:
-            lead += [_s("\n\n"), *answer_schema_prompt_segments(response_format)]
-    elif response_format is not None:
-        lead = json_schema_system_prompt_segments(response_format)
+    """Render ``messages`` (plus the tools and/or JSON-schema system prompt) as Hermes ChatML segments.
 
-    start = 0
-    system_texts: list[str] = []
-    while start < len(msgs) and msgs[start].role == "system":
-        system_texts.append(_text(msgs[start], start))
-        start += 1
-    if lead or system_texts:
-        segments.append(_s(f"{IM_START}system\n"))
-        segments.extend(lead)
-        if lead and system_texts:
-            segments.append(_s("\n\n"))
-        if system_texts:
-            segments.append(_c("\n\n".join(system_texts)))
-        segments.append(_s(f"{IM_END}\n"))
+    ``variant`` picks the family's layout (``hermes_core.format.variants``; None = Hermes 2 Pro's model
+    card format described above); ``reasoning`` switches the family's reasoning prompt on or off (None =
+    the family's default). With both ``tools`` and ``response_format`` the schema is the final answer's.
+    """
+    chat = get_variant(variant)
+    thinking = chat.resolve_reasoning(reasoning)
+    msgs = to_messages(messages)
+    specs = to_tool_specs(tools) if tools else []
+    schema = response_schema(response_format) if response_format is not None else None
+
+    leading: list[str] = []
+    while len(leading) < len(msgs) and msgs[len(leading)].role == "system":
+        leading.append(_text(msgs[len(leading)], len(leading)))
+    if specs and schema is not None:
+        segments, start = chat.system_turns(specs, None, leading, thinking)
+        segments += [_s(f"{IM_START}system\n"), *answer_schema_prompt_segments(schema), _s(f"{IM_END}\n")]
+    else:
+        segments, start = chat.system_turns(specs, schema, leading, thinking)
 
     call_names: dict[str, str] = {}
     rejected: dict[str, InvalidToolCall] = {}
@@ -183,23 +184,25 @@ def render_conversation(
     while index < len(msgs):
         msg = msgs[index]
         if msg.role == "tool":
-            segments.append(_s(f"{IM_START}tool\n"))
-            responses: list[list[PromptSegment]] = []
+            responses: list[tuple[list[PromptSegment], str]] = []
             while index < len(msgs) and msgs[index].role == "tool":
                 attempt = rejected.get(msgs[index].tool_call_id or "")
                 if attempt is not None:
-                    responses.append(_rejection(attempt))
+                    responses.append(_rejection(attempt, chat))
                     pending = [p for p in pending if p.id != attempt.id]
                 else:
-                    responses.append(_tool_response(msgs[index], index, call_names))
+                    block = (
+                        _tool_response(msgs[index], index, call_names) if chat.names_tool_results() else []
+                    )
+                    responses.append((block, raw_tool_content(msgs[index].content)))
                 index += 1
-            responses += [_rejection(attempt) for attempt in pending]
+            responses += [_rejection(attempt, chat) for attempt in pending]
             pending = []
-            segments.extend(_joined(responses))
-            segments.append(_s(f"{IM_END}\n"))
+            segments.extend(chat.tool_turn(responses, ends_conversation=index == len(msgs)))
             continue
-        segments.extend(_unanswered(pending))
-        pending = []
+        if pending:  # rejected attempts of the previous assistant turn that no tool message answered
+            segments.extend(chat.tool_turn([_rejection(a, chat) for a in pending], ends_conversation=False))
+            pending = []
         segments.append(_s(f"{IM_START}{msg.role}\n"))
         if msg.role == "assistant":
             segments.extend(_assistant_body(msg, index))
@@ -211,9 +214,10 @@ def render_conversation(
             segments.append(_c(_text(msg, index)))
         segments.append(_s(f"{IM_END}\n"))
         index += 1
-    segments.extend(_unanswered(pending))
+    if pending:
+        segments.extend(chat.tool_turn([_rejection(a, chat) for a in pending], ends_conversation=True))
     if add_generation_prompt:
-        segments.append(_s(f"{IM_START}assistant\n"))
+        segments.extend(chat.generation_prompt(thinking))
     return RenderedPrompt([seg for seg in segments if seg.text])
 
 
@@ -265,31 +269,14 @@ def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
     return out
 
 
-def _rejection(attempt: InvalidToolCall) -> list[PromptSegment]:
-    """The ``<tool_response>`` block answering a rejected attempt with its error."""
-    payload = json.dumps(rejection_response(attempt), ensure_ascii=False, default=str)
-    return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")]
-
-
-def _joined(responses: list[list[PromptSegment]]) -> list[PromptSegment]:
-    """Tool-response blocks of one tool turn, one per line."""
-    out: list[PromptSegment] = []
-    for n, response in enumerate(responses):
-        if n:
-            out.append(_s("\n"))
-        out.extend(response)
-    return out
-
-
-def _unanswered(attempts: list[InvalidToolCall]) -> list[PromptSegment]:
-    """A tool turn answering rejected attempts no tool message answered (nothing when there are none)."""
-    if not attempts:
-        return []
-    return [
-        _s(f"{IM_START}tool\n"),
-        *_joined([_rejection(attempt) for attempt in attempts]),
-        _s(f"{IM_END}\n"),
-    ]
+def _rejection(attempt: InvalidToolCall, chat: ChatVariant) -> tuple[list[PromptSegment], str]:
+    """A rejected attempt's answer for ``chat.tool_turn``: the named response block and the raw error."""
+    response = rejection_response(attempt)
+    raw = raw_tool_content(response["content"])
+    if not chat.names_tool_results():
+        return [], raw
+    payload = json.dumps(response, ensure_ascii=False, default=str)
+    return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")], raw
 
 
 def _tool_response(msg: Message, index: int, call_names: dict[str, str]) -> list[PromptSegment]:

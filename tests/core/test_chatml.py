@@ -156,10 +156,11 @@ def test_tools_with_a_response_schema_add_the_final_answer_schema_after_the_tool
     msgs = [Message("system", "Be terse."), Message("user", "Give x.")]
     text = render_conversation(msgs, tools=[WEATHER], response_format=schema).text
     assert text == (
-        "<|im_start|>system\n" + render_tools_system_prompt([WEATHER]) + "\n\n"
+        "<|im_start|>system\n" + render_tools_system_prompt([WEATHER]) + "\n\nBe terse.<|im_end|>\n"
+        "<|im_start|>system\n"
         "When you answer without calling a function, reply with only a JSON object that adheres to this "
         'json schema:\n<schema>\n{"type": "object", "properties": {"x": {"type": "integer"}}}\n</schema>'
-        "\n\nBe terse.<|im_end|>\n<|im_start|>user\nGive x.<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_end|>\n<|im_start|>user\nGive x.<|im_end|>\n<|im_start|>assistant\n"
     )
     # the tools prompt keeps its place, so a prefix cache still shares it with tools-only requests
     assert text.startswith("<|im_start|>system\n" + render_tools_system_prompt([WEATHER]))
@@ -529,3 +530,25 @@ def test_sentencepiece_content_still_cannot_forge_turns(sentencepiece_tokenizer)
     ids = rendered.token_ids(tok, add_bos=False)
     assert ids.count(_id(tok, "<|im_start|>")) == 5  # system, user, assistant, tool, generation prompt
     assert tok(rendered.text, add_special_tokens=False)["input_ids"].count(_id(tok, "<|im_start|>")) > 5
+
+
+@pytest.mark.parametrize("variant", ["hermes-3", "qwen3"])
+def test_families_with_raw_tool_results_get_the_rejection_error_as_the_result(variant):
+    text = render_conversation(_attempt_conversation(answered_by="ignored"), variant=variant).text
+    error = "Invalid arguments for tool 'get_weather': argument 'city' is required."
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>' in text
+    assert "<tool_response>\n" + json.dumps({"error": error}) + "\n</tool_response>" in text
+    assert "ignored" not in text and REJECTED_CALL_TOOL not in text
+
+
+@pytest.mark.parametrize("variant", ["hermes-2-pro", "hermes-3", "hermes-4", "qwen2.5", "qwen3"])
+def test_every_family_keeps_its_tools_turn_and_adds_the_answer_schema_turn(variant):
+    msgs = [Message("user", "Give x.")]
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    tools_only = render_conversation(msgs, tools=[WEATHER], variant=variant, add_generation_prompt=False).text
+    both = render_conversation(
+        msgs, tools=[WEATHER], response_format=schema, variant=variant, add_generation_prompt=False
+    ).text
+    head = tools_only[: tools_only.index("<|im_start|>user")]
+    assert both.startswith(head + "<|im_start|>system\nWhen you answer without calling a function")
+    assert both.endswith("</schema><|im_end|>\n<|im_start|>user\nGive x.<|im_end|>\n")
