@@ -165,7 +165,7 @@ class ChatHermes(BaseChatModel):
     def _fill_token_limits(self, engine: Any) -> None:
         """Add the loaded model's token limits to the profile (keys already set are kept)."""
         if self.profile is not None and "max_input_tokens" not in self.profile:
-            self.profile = ModelProfile(**token_limits(engine), **self.profile)
+            self.profile = ModelProfile(**{**token_limits(engine), **self.profile})
 
     # ----------------------------------------------------------------- engine
     def _load_options(self) -> dict[str, Any]:

@@ -82,6 +82,9 @@ def test_profile_token_limits_come_from_the_loaded_model(tiny_path):
     )
     mine.invoke("Hi")
     assert mine.profile["max_input_tokens"] == 7 and mine.profile["structured_output"] is False
+    partial = ChatHermes(model=tiny_path, max_tokens=2, profile={"max_output_tokens": 5})
+    partial.invoke("Hi")
+    assert partial.profile == {"max_input_tokens": engine.context_window, "max_output_tokens": 5}
 
 
 # --------------------------------------------------------------------------------- bind_tools
