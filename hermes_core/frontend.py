@@ -137,12 +137,8 @@ class Frontend:
         else:
             specs_offered = [] if choice.mode == "none" else specs
         schema = _response_schema(response_format)
-        if schema is not None and specs_offered and choice.mode != "auto":
-            raise UnsupportedOptionError(
-                "response_format (JSON mode) cannot be combined with a required tool_choice; "
-                "use one or the other (structured output via a forced tool is tool_choice=<schema name>)."
-            )
-        json_mode = schema is not None
+        # With tools offered, a schema shapes the final answer (a forced call comes first); without, JSON mode.
+        json_mode = schema is not None and not specs_offered
         thinking = self.variant.resolve_reasoning(self.default_reasoning if reasoning is None else reasoning)
         rendered = render_conversation(
             list(messages),
@@ -235,7 +231,11 @@ class Frontend:
         from hermes_core import grammar
 
         grammars = self.engine.grammars()
-        if schema is not None:
+        if schema is not None and specs and choice.mode == "auto":
+            if grammars is None:
+                return grammar.tool_call_or_answer_constraint(specs, schema, parallel, reasoning=reasoning)
+            return grammars.tools_or_answer_constraint(specs, schema, parallel, reasoning)
+        if schema is not None and not specs:
             json_schema = None if schema.get("type") == "json_object" else schema
             if grammars is None:
                 return grammar.json_constraint(json_schema, reasoning)

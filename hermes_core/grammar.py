@@ -309,6 +309,50 @@ def reasoning_constraint(reasoning: Reasoning) -> Constraint:
     return Constraint("structural_tag", reasoning_structural_tag(reasoning).model_dump(mode="json"))
 
 
+def _answer_ebnf(schema: dict[str, Any]) -> str:
+    """Compact JSON for a final answer valid for ``schema``; a bare object schema means any object."""
+    schema = _json_schema_of(schema)
+    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
+    return json_schema_ebnf(schema, what="The response_format schema", strict=strict)
+
+
+def tool_call_or_answer_structural_tag(
+    tools: Sequence[dict[str, Any]],
+    schema: dict[str, Any],
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+    reasoning: Reasoning | None = None,
+) -> st.StructuralTag:
+    """``auto`` tool choice with a response schema: call blocks (as in ``required``) or one JSON answer.
+
+    The auto grammar's free text is replaced by a compact JSON value valid for ``schema``, so a reply
+    either calls tools or is the structured final answer, never prose (behind the optional reasoning
+    block when ``reasoning`` is given).
+    """
+    if not tools:
+        raise UnsupportedOptionError("A tool-call-or-answer grammar needs at least one tool.")
+    calls = st.TagsWithSeparatorFormat(
+        tags=[tool_call_tag(tools, None, delimiters)],
+        separator=CALL_SEPARATOR,
+        at_least_one=True,
+        stop_after_first=not parallel_tool_calls,
+    )
+    answer = st.GrammarFormat(grammar=_answer_ebnf(schema))
+    return _after_reasoning(st.OrFormat(elements=[calls, answer]), reasoning)
+
+
+def tool_call_or_answer_constraint(
+    tools: Sequence[dict[str, Any]],
+    schema: dict[str, Any],
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+    reasoning: Reasoning | None = None,
+) -> Constraint:
+    """The tool-call-or-answer constraint as source only (the structural tag as JSON)."""
+    tag = tool_call_or_answer_structural_tag(tools, schema, parallel_tool_calls, delimiters, reasoning)
+    return Constraint("structural_tag", tag.model_dump(mode="json"))
+
+
 def _special_tokens(tokenizer: Any) -> dict[int, str]:
     """Id -> text of the tokenizer's added special tokens (empty for tokenizers without any)."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
@@ -479,6 +523,41 @@ class GrammarCache:
                 "schemas or disable constrained decoding for this request."
             ) from exc
         return Constraint("structural_tag", tag.model_dump(mode="json"), compiled)
+
+    def tools_or_answer_constraint(
+        self,
+        tools: Sequence[dict[str, Any]],
+        schema: dict[str, Any],
+        parallel_tool_calls: bool = True,
+        reasoning: Reasoning | None = None,
+    ) -> Constraint:
+        """``auto`` tool choice with a response schema: calls, or a JSON answer valid for ``schema``."""
+
+        def build() -> Constraint:
+            tag = tool_call_or_answer_structural_tag(
+                tools, schema, parallel_tool_calls, self.delimiters, reasoning
+            )
+            try:
+                compiled = self.compiler.compile_structural_tag(tag)
+            except Exception as exc:
+                raise UnsupportedOptionError(
+                    f"The tool-call-or-answer grammar could not be compiled ({_reason(exc)}); simplify the "
+                    "schemas or disable constrained decoding for this request."
+                ) from exc
+            return Constraint("structural_tag", tag.model_dump(mode="json"), compiled)
+
+        key = _canonical(["tools-or-answer", list(tools), schema, bool(parallel_tool_calls), reasoning])
+        return self._cached(key, build)
+
+    def for_tools_or_answer(
+        self,
+        tools: Sequence[dict[str, Any]],
+        schema: dict[str, Any],
+        parallel_tool_calls: bool = True,
+        reasoning: Reasoning | None = None,
+    ) -> xgr.CompiledGrammar:
+        """The compiled grammar of ``tools_or_answer_constraint``."""
+        return self.tools_or_answer_constraint(tools, schema, parallel_tool_calls, reasoning).compiled
 
     def json_constraint(
         self, schema: dict[str, Any] | None, reasoning: Reasoning | None = None

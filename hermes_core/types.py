@@ -123,7 +123,8 @@ class Message:
 
     ``content`` is text for system/user/assistant turns; a tool result (``role="tool"``) may
     also hold any JSON-serialisable value. ``tool_calls`` are the calls an assistant turn made;
-    ``tool_call_id``/``name`` identify which call a tool result answers.
+    ``tool_call_id``/``name`` identify which call a tool result answers. ``invalid_tool_calls``
+    are an assistant turn's rejected call attempts: the prompt shows them with their errors.
     """
 
     role: Role
@@ -131,3 +132,4 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)

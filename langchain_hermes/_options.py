@@ -49,3 +49,10 @@ def engine_options(
     options = {key: value for key, value in options.items() if value is not None}
     check_request_options(options)
     return options
+
+
+def check_response_format(response_format: Any) -> None:
+    """Fail at bind time for a ``response_format`` the engine would refuse."""
+    from hermes_core.format.prompts import response_schema
+
+    response_schema(response_format)

@@ -44,6 +44,7 @@ from llama_index.core.types import PydanticProgramMode
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.frontend import REQUEST_OPTIONS
 from hermes_core.options import check_load_options, check_request_options
+from llama_index_hermes._agent_loop import stand_in_selections
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
 from llama_index_hermes._streaming import ChunkBuilder
@@ -338,8 +339,13 @@ class HermesLLM(FunctionCallingLLM):
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
-        """The response's calls as ``ToolSelection``s (ids match its ``ToolCallBlock``s)."""
-        return tool_selections(response, error_on_no_tool_call=error_on_no_tool_call)
+        """The response's calls as ``ToolSelection``s (ids match its ``ToolCallBlock``s).
+
+        A reply whose every call attempt was rejected yields stand-in selections (see ``_agent_loop``)
+        so an agent loop shows the model why; with ``error_on_no_tool_call`` it raises instead, naming them.
+        """
+        selections = tool_selections(response, error_on_no_tool_call=error_on_no_tool_call)
+        return selections or stand_in_selections(response, selections)
 
     # ------------------------------------------------------ structured output
     def _json_mode(self) -> bool:

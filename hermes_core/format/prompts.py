@@ -39,6 +39,10 @@ JSON_PROMPT_HEAD = (
     "You are a helpful assistant that answers in JSON. Here's the json schema you must adhere to:\n<schema>\n"
 )
 JSON_PROMPT_TAIL = "\n</schema>"
+ANSWER_PROMPT_HEAD = (
+    "When you answer without calling a function, reply with only a JSON object that adheres to this "
+    "json schema:\n<schema>\n"
+)
 ANY_JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 
@@ -127,3 +131,16 @@ def json_schema_system_prompt_segments(schema: Any) -> list[PromptSegment]:
 def render_json_schema_system_prompt(schema: Any) -> str:
     """The exact JSON-mode system prompt for ``schema`` (a dict, or a pydantic model class)."""
     return "".join(s.text for s in json_schema_system_prompt_segments(schema))
+
+
+def answer_schema_prompt_segments(schema: Any) -> list[PromptSegment]:
+    """Segments added after the tools prompt when a reply may call tools or answer with JSON for ``schema``.
+
+    Not from the model card (which has no such combination): the JSON-mode prompt's ``<schema>`` block,
+    introduced as the shape of the final answer rather than of every reply.
+    """
+    return [
+        PromptSegment(ANSWER_PROMPT_HEAD, True),
+        PromptSegment(json.dumps(response_schema(schema)), False),
+        PromptSegment(JSON_PROMPT_TAIL, True),
+    ]
