@@ -1,8 +1,10 @@
 """Grammar-constrained decoding for Hermes tool calls and JSON mode, built on xgrammar.
 
-A ``GrammarCache`` is made once per loaded model. ``for_tools`` / ``for_json`` compile (and cache)
-an ``xgrammar.CompiledGrammar`` for a request; ``logits_processor`` wraps one in a fresh
-``transformers.LogitsProcessor`` for a single ``model.generate`` call. See
+A ``GrammarCache`` is made once per loaded model. ``tools_constraint`` / ``json_constraint`` build (and
+cache) a request's ``Constraint``: the xgrammar ``CompiledGrammar`` with the source it was built from
+(``for_tools`` / ``for_json`` return the compiled part); ``logits_processor`` wraps one in a fresh
+``transformers.LogitsProcessor`` for a single ``model.generate`` call. ``tool_call_constraint`` /
+``json_constraint`` give the source alone, for engines that compile nothing locally. See
 ``docs/constrained-decoding.md`` for the grammar shapes and measured costs.
 """
 
@@ -21,6 +23,7 @@ import transformers
 import xgrammar as xgr
 from xgrammar import structural_tag as st
 
+from hermes_core.engines.base import Constraint
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.format.tool_choice import NormalizedToolChoice
 
@@ -209,6 +212,26 @@ def tool_call_structural_tag(
     return st.StructuralTag(format=fmt)
 
 
+def tool_call_constraint(
+    tools: Sequence[dict[str, Any]],
+    choice: NormalizedToolChoice,
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+) -> Constraint | None:
+    """The tool-call constraint as source only (the structural tag as JSON); None when unconstrained."""
+    tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, delimiters)
+    return None if tag is None else Constraint("structural_tag", tag.model_dump(mode="json"))
+
+
+def json_constraint(schema: dict[str, Any] | None) -> Constraint:
+    """JSON mode as source only: one JSON value valid for ``schema`` (any object when None)."""
+    if schema is None or schema == {"type": "json_object"}:
+        schema = {"type": "object"}
+    if not isinstance(schema, dict):
+        raise UnsupportedOptionError(f"JSON mode needs a JSON schema dict, got {type(schema).__name__}.")
+    return Constraint("json_schema", schema)
+
+
 def _special_tokens(tokenizer: Any) -> dict[int, str]:
     """Id -> text of the tokenizer's added special tokens (empty for tokenizers without any)."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
@@ -278,11 +301,11 @@ class GrammarCache:
         )
         self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
         self.max_entries = max_entries
-        self._cache: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._cache: OrderedDict[str, Constraint] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _cached(self, key: str, build: Any) -> xgr.CompiledGrammar:
-        """Return the grammar cached under ``key``, compiling it with ``build()`` on a miss."""
+    def _cached(self, key: str, build: Any) -> Constraint:
+        """Return the constraint cached under ``key``, compiling it with ``build()`` on a miss."""
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -299,44 +322,52 @@ class GrammarCache:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def for_tools(
+    def tools_constraint(
         self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool = True
-    ) -> xgr.CompiledGrammar | None:
-        """The grammar for a tool-calling request, or None when the reply is unconstrained (``none``)."""
+    ) -> Constraint | None:
+        """The constraint of a tool-calling request, or None when the reply is unconstrained (``none``)."""
         if choice.mode == "none" or (choice.mode == "auto" and not tools):
             return None
         key = _canonical(["tools", list(tools), choice.mode, choice.tool_name, bool(parallel_tool_calls)])
         return self._cached(key, lambda: self._compile_tools(tools, choice, parallel_tool_calls))
 
+    def for_tools(
+        self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool = True
+    ) -> xgr.CompiledGrammar | None:
+        """The compiled grammar for a tool-calling request, or None when the reply is unconstrained."""
+        constraint = self.tools_constraint(tools, choice, parallel_tool_calls)
+        return None if constraint is None else constraint.compiled
+
     def _compile_tools(
         self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool
-    ) -> xgr.CompiledGrammar:
+    ) -> Constraint:
         """Build and compile the tool-call structural tag, turning xgrammar's errors into one naming the fix."""
         tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, self.delimiters)
         assert tag is not None
         try:
-            return self.compiler.compile_structural_tag(tag)
+            compiled = self.compiler.compile_structural_tag(tag)
         except Exception as exc:
             raise UnsupportedOptionError(
                 f"The tool-call grammar could not be compiled ({_reason(exc)}); simplify the tools' parameter "
                 "schemas or disable constrained decoding for this request."
             ) from exc
+        return Constraint("structural_tag", tag.model_dump(mode="json"), compiled)
+
+    def json_constraint(self, schema: dict[str, Any] | None) -> Constraint:
+        """JSON mode: exactly one compact JSON value valid for ``schema`` (any object when None)."""
+        source = json_constraint(schema).source
+        return self._cached(_canonical(["json", source]), lambda: self._compile_json(source))
 
     def for_json(self, schema: dict[str, Any] | None) -> xgr.CompiledGrammar:
-        """JSON mode: exactly one compact JSON value valid for ``schema`` (any object when None)."""
-        if schema is None or schema == {"type": "json_object"}:
-            schema = {"type": "object"}
-        if not isinstance(schema, dict):
-            raise UnsupportedOptionError(f"JSON mode needs a JSON schema dict, got {type(schema).__name__}.")
-        key = _canonical(["json", schema])
-        return self._cached(key, lambda: self._compile_json(schema))
+        """The compiled grammar of JSON mode for ``schema`` (any object when None)."""
+        return self.json_constraint(schema).compiled
 
-    def _compile_json(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
+    def _compile_json(self, schema: dict[str, Any]) -> Constraint:
         """Compile a JSON schema with compact separators; any object when it has no properties."""
         # strict mode forbids unlisted properties, but a bare object schema means "any object"
         strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
         ebnf = json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
-        return self.compiler.compile_grammar(ebnf)
+        return Constraint("json_schema", schema, self.compiler.compile_grammar(ebnf))
 
     def logits_processor(self, compiled: xgr.CompiledGrammar) -> GrammarLogitsProcessor:
         """A fresh processor enforcing ``compiled`` for exactly one ``generate`` call."""

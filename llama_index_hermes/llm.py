@@ -41,8 +41,8 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import PydanticProgramMode
 
-from hermes_core.engines.local.engine import REQUEST_OPTIONS
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.frontend import REQUEST_OPTIONS
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
 from llama_index_hermes._streaming import ChunkBuilder
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from llama_index.core.prompts.base import BasePromptTemplate
     from llama_index.core.tools.types import BaseTool
 
-    from hermes_core.engines.local.engine import HermesEngine
+    from hermes_core.engines.local.hermes_engine import HermesEngine
 
 dispatcher = instrument.get_dispatcher(__name__)
 
