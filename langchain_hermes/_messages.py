@@ -191,9 +191,15 @@ def to_usage_metadata(usage: Usage) -> UsageMetadata:
 
 
 def to_response_metadata(result: GenerationResult) -> dict[str, Any]:
-    """Why generation stopped and which model answered."""
-    return {
+    """Why generation stopped and which model answered; text appended to finish a cut-off reply, and
+    generated text the reply left out (repeated or cut-off calls), where there was any."""
+    metadata: dict[str, Any] = {
         "finish_reason": result.finish_reason,
         "model_name": result.model_name,
         "model_provider": PROVIDER,
     }
+    if result.appended_text:
+        metadata["appended_text"] = result.appended_text
+    if result.dropped:
+        metadata["dropped"] = [{"text": d.text, "reason": d.reason} for d in result.dropped]
+    return metadata
