@@ -195,7 +195,11 @@ class Frontend:
         grammars = self.engine.grammars()
         if schema is not None:
             json_schema = None if schema.get("type") == "json_object" else schema
-            return grammars.json_constraint(json_schema) if grammars else grammar.json_constraint(json_schema)
+            return (
+                grammars.json_constraint(json_schema)
+                if grammars is not None
+                else grammar.json_constraint(json_schema)
+            )
         if not specs:
             return None
         if grammars is None:

@@ -138,3 +138,11 @@ def test_async_generate_finishes_the_same_way(engine) -> None:
     result = asyncio.run(engine.agenerate(ASK, response_format=RECORD, max_new_tokens=budget))
     assert result.content == engine.generate(ASK, response_format=RECORD, max_new_tokens=budget).content
     jsonschema.validate(json.loads(result.content), RECORD)
+
+
+def test_json_mode_works_as_a_fresh_engines_first_request(tiny_model_dir) -> None:
+    """An empty grammar cache is falsy (it has a length): the frontend must still compile with it."""
+    fresh = load_engine(str(tiny_model_dir), max_new_tokens=24)
+    assert len(fresh.engine.grammars()) == 0
+    result = fresh.generate(ASK, response_format=RECORD, max_new_tokens=_smallest_tokens(fresh) + 3)
+    jsonschema.validate(json.loads(result.content), RECORD)
