@@ -7,7 +7,8 @@ until the token budget runs out, the last copy cut off. The policy, for any mode
   is dropped (``duplicate_tool_calls="end_turn"``, the default); ``"keep"`` keeps repeats, for tools
   where calling twice is meant (rolling a die twice).
 - Once the turn has a finished call, a further call block cut off by the token budget is dropped
-  rather than reported as an invalid call.
+  rather than reported as an invalid call (one whose JSON object is whole, only its close tag cut,
+  is a finished call and is kept).
 
 ``CallGate`` wraps a ``ToolCallStreamParser``: after the first finished call it holds back the parser's
 events for text that may still become another call, and releases them once that call finishes (or the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Literal
 
 from hermes_core.format.reply_completion import CALL_OPEN
@@ -44,6 +46,16 @@ def check_duplicate_tool_calls(value: str) -> DuplicateToolCalls:
 def _call_key(call: ToolCall) -> str:
     """Name and arguments as canonical JSON: equal for the same call whatever the key order."""
     return json.dumps([call.name, call.arguments], sort_keys=True, ensure_ascii=False, default=repr)
+
+
+_SPLIT_AFTER = re.compile(r"[^>}]*(?:[>}]|\Z)")
+
+
+def _split_after(text: str) -> list[str]:
+    """``text`` cut after every ``>`` and ``}``, the characters at which a call block can finish."""
+    if ">" not in text and "}" not in text:
+        return [text] if text else []
+    return [part for part in _SPLIT_AFTER.findall(text) if part]
 
 
 def _could_be_call(held: str) -> bool:
@@ -72,8 +84,17 @@ class CallGate:
 
     def feed(self, text: str) -> tuple[list[StreamEvent], bool]:
         """Events released for ``text``, and whether the turn ends here (a repeated call was dropped)."""
-        if not text:
-            return [], False
+        events: list[StreamEvent] = []
+        # A call can only finish at a ">" (its close tag) or a "}": feeding up to each of them separately
+        # puts the snapshot right where a call ends, even when one piece ends a call and starts another.
+        for part in _split_after(text):
+            released, ended = self._feed_part(part)
+            events += released
+            if ended:
+                return events, True
+        return events, False
+
+    def _feed_part(self, text: str) -> tuple[list[StreamEvent], bool]:
         events = self.parser.feed(text)
         if self._snapshot is None:
             self._note(events)
@@ -93,7 +114,7 @@ class CallGate:
 
     def close(self, cut_off: bool) -> list[StreamEvent]:
         """Events settling the end of the reply; ``cut_off``: the token budget ended it."""
-        if self._held_text and cut_off and CALL_OPEN in self._held_text:
+        if cut_off and self._held_text.strip() and _could_be_call(self._held_text):
             self._drop("cut_off_call")
             return self.parser.close()
         held, self._held, self._held_text = self._held, [], ""
