@@ -66,10 +66,20 @@ class Frontend:
         temperature: float = 0.0,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        variant: Any = "auto",
+        reasoning: bool | None = None,
+        reasoning_budget: int | None = None,
     ) -> None:
+        from hermes_core.format.variants import resolve_variant
+
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_name: str = engine.model_name
+        # The model's prompt family (hermes_core.format.variants), from its chat template unless named.
+        self.variant = resolve_variant(variant, self.tokenizer, self.model_name)
+        self.variant.resolve_reasoning(reasoning)  # fail now, not on the first request
+        self.default_reasoning = reasoning
+        self.default_reasoning_budget = _check_reasoning_budget(reasoning_budget)
         self.context_window: int = int(engine.context_window)
         self.stop_token_ids: list[int] = list(engine.stop_token_ids)
         self.constrained = constrained
@@ -110,6 +120,8 @@ class Frontend:
         stop: Sequence[str] | str | None = None,
         seed: int | None = None,
         constrained: bool | None = None,
+        reasoning: bool | None = None,
+        reasoning_budget: int | None = None,
         duplicate_tool_calls: str = "end_turn",
     ) -> _Prepared:
         from hermes_core.engines.local.prefix_cache import chunk_starts
@@ -134,10 +146,13 @@ class Frontend:
                 "use one or the other (structured output via a forced tool is tool_choice=<schema name>)."
             )
         json_mode = schema is not None
+        thinking = self.variant.resolve_reasoning(self.default_reasoning if reasoning is None else reasoning)
         rendered = render_conversation(
             list(messages),
             tools=None if json_mode else (specs_offered or None),
             response_format=schema,
+            variant=self.variant,
+            reasoning=thinking,
         )
         prompt_ids = rendered.token_ids(self.tokenizer)
         if len(prompt_ids) >= self.context_window:
@@ -145,6 +160,11 @@ class Frontend:
                 f"The prompt is {len(prompt_ids)} tokens but {self.model_name} has a context window of "
                 f"{self.context_window}; shorten the conversation or the tool list."
             )
+        budget = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if budget < 1:
+            raise UnsupportedOptionError(f"max_new_tokens must be at least 1, got {budget}.")
+        thinking_room = self._reasoning(thinking, reasoning_budget, budget)
+        budget = min(budget, self.context_window - len(prompt_ids))
         use_grammar = self.constrained if constrained is None else constrained
         constraint = completer = None
         if use_grammar:
@@ -152,12 +172,10 @@ class Frontend:
                 # Forcing a named tool means one call of it (as OpenAI's named tool_choice does);
                 # small models otherwise repeat the forced call until the token budget runs out.
                 parallel = parallel_tool_calls and choice.tool_name is None
-                constraint = self._constraint(schema, specs_offered, choice, parallel)
-            completer = _reply_completer(schema, specs_offered, choice) if constraint is not None else None
-        budget = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if budget < 1:
-            raise UnsupportedOptionError(f"max_new_tokens must be at least 1, got {budget}.")
-        budget = min(budget, self.context_window - len(prompt_ids))
+                constraint = self._constraint(schema, specs_offered, choice, parallel, thinking_room)
+            if constraint is not None and (schema is not None or (specs_offered and choice.mode != "none")):
+                single = getattr(getattr(self.engine.grammars(), "delimiters", None), "single_tokens", False)
+                completer = _reply_completer(schema, specs_offered, choice, thinking_room, single)
         temp = self.default_temperature if temperature is None else float(temperature)
         if temp < 0:
             raise UnsupportedOptionError(f"temperature must be >= 0, got {temp}.")
@@ -186,25 +204,59 @@ class Frontend:
         )
         return _Prepared(request, specs, json_mode, stops, completer, duplicates)
 
+    def _reasoning(self, thinking: bool, reasoning_budget: int | None, max_new_tokens: int) -> Any:
+        """The reasoning block the grammar lets the reply open with (None when not reasoning).
+
+        Its budget is ``reasoning_budget`` (per request, else the frontend's default), else half of
+        ``max_new_tokens``, so a forced call or JSON value always has room after the reasoning.
+        """
+        from hermes_core.grammar import Reasoning
+
+        if not thinking or self.variant.reasoning is None:
+            return None
+        room = _check_reasoning_budget(reasoning_budget)
+        room = self.default_reasoning_budget if room is None else room
+        if room is None:
+            room = max(1, max_new_tokens // 2)
+        elif room >= max_new_tokens:
+            raise UnsupportedOptionError(
+                f"reasoning_budget ({room}) leaves no room for the reply within max_new_tokens "
+                f"({max_new_tokens}); lower reasoning_budget or raise max_new_tokens."
+            )
+        return Reasoning(self.variant.reasoning.open, self.variant.reasoning.close, room)
+
     def _constraint(
-        self, schema: dict[str, Any] | None, specs: list[dict[str, Any]], choice: Any, parallel: bool
+        self,
+        schema: dict[str, Any] | None,
+        specs: list[dict[str, Any]],
+        choice: Any,
+        parallel: bool,
+        reasoning: Any = None,
     ) -> Constraint | None:
-        """The reply's constraint: compiled by the engine's grammar cache, or as source only without one."""
+        """The reply's constraint: compiled by the engine's grammar cache, or as source only without one.
+
+        With ``reasoning`` (a ``grammar.Reasoning``) the reply may open with a reasoning block of at most
+        its budget of tokens; a reply that is otherwise free gets a constraint for that alone.
+        """
         from hermes_core import grammar
 
         grammars = self.engine.grammars()
         if schema is not None:
             json_schema = None if schema.get("type") == "json_object" else schema
+            if grammars is None:
+                return grammar.json_constraint(json_schema, reasoning)
+            return grammars.json_constraint(json_schema, reasoning)
+        if not specs or choice.mode == "none":
+            if reasoning is None:
+                return None
             return (
-                grammars.json_constraint(json_schema)
+                grammars.reasoning_constraint(reasoning)
                 if grammars is not None
-                else grammar.json_constraint(json_schema)
+                else grammar.reasoning_constraint(reasoning)
             )
-        if not specs:
-            return None
         if grammars is None:
-            return grammar.tool_call_constraint(specs, choice, parallel)
-        return grammars.tools_constraint(specs, choice, parallel)
+            return grammar.tool_call_constraint(specs, choice, parallel, reasoning=reasoning)
+        return grammars.tools_constraint(specs, choice, parallel, reasoning)
 
     # ------------------------------------------------------------------ result
     def _finish(self, prep: _Prepared, reply: _StreamedReply, raw: str) -> GenerationResult:
@@ -419,13 +471,40 @@ REQUEST_OPTIONS: frozenset[str] = frozenset(inspect.signature(Frontend._prepare)
 """Keyword options ``generate``/``stream`` accept per request; adapters check their kwargs against it."""
 
 
-def _reply_completer(schema: dict[str, Any] | None, specs: list[dict[str, Any]], choice: Any) -> Any:
-    """What finishes a constrained reply cut off by the budget: JSON mode's value or the call blocks."""
+def _reply_completer(
+    schema: dict[str, Any] | None,
+    specs: list[dict[str, Any]],
+    choice: Any,
+    reasoning: Any = None,
+    single_token_tags: bool = False,
+) -> Any:
+    """What finishes a constrained reply cut off by the budget: JSON mode's value or the call blocks,
+    after the reasoning block the grammar lets the reply open with (a ``grammar.Reasoning``, or None)."""
     from hermes_core.format.reply_completion import ReplyCompleter
 
+    tags = None if reasoning is None else (reasoning.open, reasoning.close)
     if schema is not None:
-        return ReplyCompleter.for_json(None if schema.get("type") == "json_object" else schema)
-    return ReplyCompleter.for_tools(specs, required=choice.mode == "required", tool_name=choice.tool_name)
+        json_schema = None if schema.get("type") == "json_object" else schema
+        return ReplyCompleter.for_json(json_schema, reasoning=tags)
+    return ReplyCompleter.for_tools(
+        specs,
+        required=choice.mode == "required",
+        tool_name=choice.tool_name,
+        reasoning=tags,
+        single_token_tags=single_token_tags,
+    )
+
+
+def _check_reasoning_budget(budget: int | None) -> int | None:
+    """``reasoning_budget`` as an int of at least 1 (None stays None)."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise UnsupportedOptionError(
+            f"reasoning_budget must be a whole number of tokens >= 1, got {budget!r}; "
+            "pass reasoning=False for no reasoning."
+        )
+    return budget
 
 
 def _response_schema(response_format: Any) -> dict[str, Any] | None:

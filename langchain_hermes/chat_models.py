@@ -70,6 +70,12 @@ class ChatHermes(BaseChatModel):
     """A call repeating one already made in the turn ends the turn and is dropped; ``"keep"`` keeps repeats."""
     prefix_cache: bool = True
     """Reuse the KV cache of a shared prompt prefix across calls."""
+    variant: str = "auto"
+    """Prompt family (``hermes_core.format.variants``): ``"auto"`` reads the model's chat template."""
+    reasoning: bool | None = None
+    """Let a reasoning model think first (None = its family's default; see docs/model-variants.md)."""
+    reasoning_budget: int | None = Field(default=None, ge=1)
+    """Most tokens the reasoning block may take (None = half of max_new_tokens)."""
     streaming: bool = False
     """Whether ``invoke`` streams internally (so callbacks see tokens)."""
 
@@ -163,6 +169,8 @@ class ChatHermes(BaseChatModel):
         options = {key: value for key, value in options.items() if value is not None}
         if not self.prefix_cache:
             options["prefix_cache"] = False
+        if self.variant != "auto":
+            options["variant"] = self.variant
         return options
 
     def _get_engine(self, model: str | None = None) -> Any:
@@ -196,6 +204,8 @@ class ChatHermes(BaseChatModel):
             "constrained": self.constrained,
             "duplicate_tool_calls": self.duplicate_tool_calls,
             "stop": self.stop or None,
+            "reasoning": self.reasoning,
+            "reasoning_budget": self.reasoning_budget,
         }
         return engine_options(defaults, stop, kwargs)
 

@@ -103,6 +103,15 @@ class HermesLLM(FunctionCallingLLM):
     prefix_cache: bool = Field(
         default=True, description="Reuse the KV cache of a shared prompt prefix across calls."
     )
+    variant: str = Field(default="auto", description="Prompt family; 'auto' reads the model's chat template.")
+    reasoning: bool | None = Field(
+        default=None, description="Let a reasoning model think first (None = its default)."
+    )
+    reasoning_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens the reasoning block may take (None = half of max_new_tokens).",
+    )
     context_window: int | None = Field(
         default=None, gt=0, description="Override the context window reported before the model is loaded."
     )
@@ -139,6 +148,8 @@ class HermesLLM(FunctionCallingLLM):
         options = {name: value for name, value in options.items() if value is not None}
         if not self.prefix_cache:
             options["prefix_cache"] = False
+        if self.variant != "auto":
+            options["variant"] = self.variant
         return options
 
     @property
@@ -198,6 +209,8 @@ class HermesLLM(FunctionCallingLLM):
             "stop": self.stop,
             "seed": self.seed,
             "constrained": self.constrained,
+            "reasoning": self.reasoning,
+            "reasoning_budget": self.reasoning_budget,
             "duplicate_tool_calls": self.duplicate_tool_calls,
         }
         options = {name: value for name, value in {**defaults, **kwargs}.items() if value is not None}

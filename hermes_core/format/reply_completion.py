@@ -3,7 +3,8 @@
 A grammar guarantees a reply's shape only while tokens last. ``ReplyCompleter`` knows the whole shape a
 constrained request's grammar enforces (``hermes_core.grammar``): JSON mode is one compact value of the
 schema; tool calls are ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`` blocks (either key
-order) separated by a newline, after optional prose in ``auto`` mode. ``complete(text)`` is the shortest
+order) separated by a newline, after optional prose in ``auto`` mode; either may come after a reasoning
+block (``<think>...</think>`` and up to three spaces or newlines). ``complete(text)`` is the shortest
 text that ends the reply validly, built on ``JsonCompleter``; ``BudgetReserve`` decides, token by token,
 when the budget left is just enough for it.
 """
@@ -32,47 +33,100 @@ def _json_mode_strict(schema: dict[str, Any]) -> bool:
 class ReplyCompleter:
     """The shortest text that finishes a constrained reply validly (see the module docstring)."""
 
-    def __init__(self, completer: JsonCompleter, *, calls: bool, required: bool = False) -> None:
+    def __init__(
+        self,
+        completer: JsonCompleter,
+        *,
+        calls: bool,
+        required: bool = False,
+        reasoning: tuple[str, str] | None = None,
+        single_token_tags: bool = False,
+    ) -> None:
         self._json = completer
         self._calls = calls
         self._required = required
+        self._reasoning = reasoning  # (opening tag, closing tag) of an optional leading reasoning block
+        self._single = single_token_tags  # <tool_call> is one token: its text is never seen in part
         self._whole_call = ""
         if calls:
             smallest = completer.smallest()
             self._whole_call = "" if smallest is None else _BLOCK_OPEN + smallest + _BLOCK_CLOSE
 
     @classmethod
-    def for_json(cls, schema: dict[str, Any] | None) -> ReplyCompleter:
+    def for_json(
+        cls, schema: dict[str, Any] | None, *, reasoning: tuple[str, str] | None = None
+    ) -> ReplyCompleter:
         """JSON mode: one value of ``schema`` (None or ``{"type": "json_object"}``: any object)."""
         if schema is None or schema == {"type": "json_object"}:
             schema = {"type": "object"}
-        return cls(JsonCompleter.for_schema(schema, strict=_json_mode_strict(schema)), calls=False)
+        completer = JsonCompleter.for_schema(schema, strict=_json_mode_strict(schema))
+        return cls(completer, calls=False, reasoning=reasoning)
 
     @classmethod
     def for_tools(
-        cls, tools: Sequence[dict[str, Any]], *, required: bool, tool_name: str | None = None
+        cls,
+        tools: Sequence[dict[str, Any]],
+        *,
+        required: bool,
+        tool_name: str | None = None,
+        reasoning: tuple[str, str] | None = None,
+        single_token_tags: bool = False,
     ) -> ReplyCompleter:
         """Tool-call blocks for OpenAI-style ``tools`` (only ``tool_name`` when given); prose first unless
-        ``required``."""
+        ``required``; ``reasoning``: the tags of a reasoning block the reply may open with;
+        ``single_token_tags``: the tokenizer has ``<tool_call>`` as one token (the text never shows part of it)."""
         pairs = []
         for tool in tools:
             function = tool.get("function", tool)
             if tool_name is None or function["name"] == tool_name:
                 parameters = function.get("parameters")
                 pairs.append((function["name"], _EMPTY_PARAMETERS if parameters is None else parameters))
-        return cls(JsonCompleter(call_object_node(pairs)), calls=True, required=required)
+        completer = JsonCompleter(call_object_node(pairs))
+        return cls(
+            completer, calls=True, required=required, reasoning=reasoning, single_token_tags=single_token_tags
+        )
 
     def complete(self, text: str) -> str | None:
         """The shortest suffix ending ``text`` as a valid reply, or None where none is known."""
+        if self._reasoning is None:
+            return self._reply(text, 0)
+        opening, closing = self._reasoning
+        if not text.startswith(opening):
+            plain = self._reply(text, 0)
+            if not opening.startswith(text):
+                return plain
+            smallest = self._reply("", 0)  # text may still open the reasoning block
+            through = None if smallest is None else opening[len(text) :] + closing + smallest
+            options = [o for o in (plain, through) if o is not None]
+            return min(options, key=len) if options else None
+        end = text.find(closing, len(opening))
+        if end < 0:  # inside the reasoning: close it (finishing a cut closing tag), then the smallest reply
+            smallest = self._reply("", 0)
+            if smallest is None:
+                return None
+            for cut in range(min(len(closing) - 1, len(text) - len(opening)), 0, -1):
+                if text.endswith(closing[:cut]):
+                    return closing[cut:] + smallest
+            return closing + smallest
+        start = end + len(closing)
+        gap = 0
+        while gap < 3 and start + gap < len(text) and text[start + gap] in " \n":
+            gap += 1
+        return self._reply(text, start + gap)
+
+    def _reply(self, text: str, start: int) -> str | None:
+        """The shortest suffix ending ``text[start:]`` as a valid reply (without a reasoning block)."""
         if not self._calls:
-            return self._json.complete(text)
-        at = text.find(CALL_OPEN)
+            return self._json.complete(text, start)
+        at = text.find(CALL_OPEN, start)
         if at < 0:
             if not self._required:
                 return ""  # prose may end anywhere
-            if not CALL_OPEN.startswith(text) or not self._whole_call:
+            if not CALL_OPEN.startswith(text[start:]) or not self._whole_call:
                 return None
-            return self._whole_call[len(text) :]
+            if self._single and len(text) > start:
+                return None  # part of a one-token tag cannot have been generated
+            return self._whole_call[len(text) - start :]
         while True:
             at += len(CALL_OPEN)
             if at >= len(text):

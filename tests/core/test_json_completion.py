@@ -398,3 +398,36 @@ def test_budget_reserve_drops_a_token_that_opens_too_much(budget: int) -> None:
     if kept + suffix != reply:
         assert len(_tokens(kept)) + len(_tokens(suffix)) <= budget
     jsonschema.validate(json.loads(kept + suffix), schema)
+
+
+# ------------------------------------------------------------------------- reasoning first
+THINK = ("<think>", "</think>")
+
+
+@pytest.mark.parametrize("kind", ["json", "required", "auto"])
+def test_a_reply_behind_a_reasoning_block_finishes_validly(grammars, kind: str) -> None:
+    from hermes_core.grammar import Reasoning
+
+    reasoning = Reasoning(*THINK, 64)
+    tools = [WEATHER, BARE]
+    if kind == "json":
+        compiled = grammars.for_json(PERSON, reasoning)
+        completer = ReplyCompleter.for_json(PERSON, reasoning=THINK)
+        body = dumps({"name": "Al", "age": 20, "role": "user", "kind": "person", "tags": ["x", "y"]})
+    else:
+        compiled = grammars.for_tools(tools, NormalizedToolChoice(kind), True, reasoning)
+        completer = ReplyCompleter.for_tools(
+            tools,
+            required=kind == "required",
+            reasoning=THINK,
+            single_token_tags=grammars.delimiters.single_tokens,
+        )
+        body = _block("get_weather", {"city": "Oslo", "unit": "celsius"})
+    for reply in ("<think>The user wants </th the data.</think>\n\n" + body, body):
+        for cut in range(len(reply) + 1):
+            prefix = reply[:cut]
+            if grammars.delimiters.single_tokens and _inside_a_tag(reply, cut):
+                continue
+            suffix = completer.complete(prefix)
+            assert suffix is not None, prefix
+            assert finishes(compiled, prefix, suffix, grammars.delimiters), (prefix, suffix)

@@ -31,6 +31,9 @@ class HermesEngine(Frontend):
         temperature: float = 0.0,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        variant: Any = "auto",
+        reasoning: bool | None = None,
+        reasoning_budget: int | None = None,
     ) -> None:
         super().__init__(
             LocalEngine(loaded, prefix_cache=prefix_cache, prefix_cache_size=prefix_cache_size),
@@ -39,6 +42,9 @@ class HermesEngine(Frontend):
             temperature=temperature,
             top_p=top_p,
             repetition_penalty=repetition_penalty,
+            variant=variant,
+            reasoning=reasoning,
+            reasoning_budget=reasoning_budget,
         )
 
     @property
@@ -75,6 +81,9 @@ def load_engine(
     temperature: float = 0.0,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    variant: Any = "auto",
+    reasoning: bool | None = None,
+    reasoning_budget: int | None = None,
     **load_options: Any,
 ) -> HermesEngine:
     """Load ``model`` (None = the embedded SmolLM2) and wrap it in a new engine.
@@ -83,7 +92,12 @@ def load_engine(
     reuses the first load.
     """
     loaded = _load_shared(
-        model, quantization=quantization, device_map=device_map, torch_dtype=torch_dtype, **load_options
+        model,
+        quantization=quantization,
+        device_map=device_map,
+        torch_dtype=torch_dtype,
+        variant=variant,
+        **load_options,
     )
     return HermesEngine(
         loaded,
@@ -94,6 +108,9 @@ def load_engine(
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition_penalty,
+        variant=variant,
+        reasoning=reasoning,
+        reasoning_budget=reasoning_budget,
     )
 
 
