@@ -146,3 +146,15 @@ def test_json_mode_works_as_a_fresh_engines_first_request(tiny_model_dir) -> Non
     assert len(fresh.engine.grammars()) == 0
     result = fresh.generate(ASK, response_format=RECORD, max_new_tokens=_smallest_tokens(fresh) + 3)
     jsonschema.validate(json.loads(result.content), RECORD)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_reply_cut_inside_its_reasoning_is_closed_and_finished(tiny_model_dir, seed: int) -> None:
+    """Prompted as Qwen3, the sampling random model may open a reasoning block; the budget ends in it."""
+    qwen3 = load_engine(str(tiny_model_dir), max_new_tokens=40, variant="qwen3")
+    options = {"response_format": RECORD, "temperature": 1.0, "seed": seed, "reasoning_budget": 30}
+    result = qwen3.generate(ASK, max_new_tokens=45, **options)
+    body = result.content.split("</think>")[-1]
+    jsonschema.validate(json.loads(body), RECORD)
+    assert result.finish_reason == "length" and result.usage.completion_tokens <= 45
+    assert result.raw_text.endswith(result.appended_text)
