@@ -148,7 +148,7 @@ def test_json_mode_works_as_a_fresh_engines_first_request(tiny_model_dir) -> Non
     jsonschema.validate(json.loads(result.content), RECORD)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", [0, 2, 3])  # seeds with which it thinks past the budget
 def test_a_reply_cut_inside_its_reasoning_is_closed_and_finished(tiny_model_dir, seed: int) -> None:
     """Prompted as Qwen3, the sampling random model may open a reasoning block; the budget ends in it."""
     qwen3 = load_engine(str(tiny_model_dir), max_new_tokens=40, variant="qwen3")
@@ -157,4 +157,4 @@ def test_a_reply_cut_inside_its_reasoning_is_closed_and_finished(tiny_model_dir,
     body = result.content.split("</think>")[-1]
     jsonschema.validate(json.loads(body), RECORD)
     assert result.finish_reason == "length" and result.usage.completion_tokens <= 45
-    assert result.raw_text.endswith(result.appended_text)
+    assert result.appended_text.startswith("</think>") and result.raw_text.endswith(result.appended_text)
