@@ -419,6 +419,8 @@ class JsonCompleter:
         self._arrays: dict[tuple[int, int], tuple[int, int]] = {}
         self._strings: dict[int, tuple[int, int]] = {}
         self._smallest: dict[int, str | None] = {}
+        self._pending: set[int] = set()
+        self._cycles: list[set[int]] = [set()]
 
     @classmethod
     def for_schema(cls, schema: Any, *, strict: bool = True) -> JsonCompleter:
@@ -431,9 +433,18 @@ class JsonCompleter:
         key = id(node)
         if key in self._smallest:
             return self._smallest[key]
-        self._smallest[key] = None  # a cycle back here is not a way to finish
+        if key in self._pending:  # a cycle back here is not a way to finish
+            self._cycles[-1].add(key)
+            return None
+        self._pending.add(key)
+        self._cycles.append(set())
         text = self._compute_smallest(node)
-        self._smallest[key] = text
+        self._pending.discard(key)
+        open_cycles = self._cycles.pop() - {key}
+        if open_cycles:  # computed while an enclosing node was unknown: it may be longer than needed
+            self._cycles[-1] |= open_cycles
+        else:
+            self._smallest[key] = text
         return text
 
     def _compute_smallest(self, node: _Node) -> str | None:

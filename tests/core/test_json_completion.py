@@ -431,3 +431,19 @@ def test_a_reply_behind_a_reasoning_block_finishes_validly(grammars, kind: str) 
             suffix = completer.complete(prefix)
             assert suffix is not None, prefix
             assert finishes(compiled, prefix, suffix, grammars.delimiters), (prefix, suffix)
+
+
+def test_mutually_recursive_schemas_have_their_smallest_values(grammars) -> None:
+    """``Y`` needs ``X``, which is smallest as an integer: found even when reached first through ``X``."""
+    schema = {
+        "$defs": {
+            "X": {"anyOf": [{"$ref": "#/$defs/Y"}, {"type": "integer"}]},
+            "Y": {"type": "object", "properties": {"x": {"$ref": "#/$defs/X"}}, "required": ["x"]},
+        },
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/X"}, "b": {"$ref": "#/$defs/Y"}},
+        "required": ["a", "b"],
+    }
+    completer = JsonCompleter.for_schema(schema)
+    assert completer.smallest() == '{"a": 0, "b": {"x": 0}}'
+    check_every_cut(grammars, schema, {"a": {"x": {"x": 5}}, "b": {"x": {"x": 1}}})
