@@ -19,6 +19,7 @@ so each call costs about the depth of the open value plus the new text, not the 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -280,8 +281,22 @@ class _Builder:
         return node
 
 
+def _canonical(value: Any) -> str:
+    """A cache key that keeps key order: property order is what the grammar enforces."""
+    return json.dumps(value, default=repr)
+
+
 def build_schema_node(schema: Any, *, strict: bool = True) -> _Node:
-    """The normalised form of ``schema``; ``strict`` forbids unlisted properties (as the grammars do)."""
+    """The normalised form of ``schema``; ``strict`` forbids unlisted properties (as the grammars do).
+
+    Nodes never change once built, so they are cached by the schema's content (requests repeat schemas).
+    """
+    return _schema_node(_canonical(schema), strict)
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_node(schema_json: str, strict: bool) -> _Node:
+    schema = json.loads(schema_json)
     return _Builder(schema, strict).build(schema)
 
 
@@ -289,10 +304,16 @@ def call_object_node(tools: list[tuple[str, Any]]) -> _Node:
     """A Hermes call object for any of ``tools`` ((name, parameters schema) pairs), in either key order.
 
     ``{"name": "t", "arguments": {...}}`` or ``{"arguments": {...}, "name": "t"}``, the two orders the
-    tool-call grammar accepts; the arguments are strict (no unlisted properties), as there.
+    tool-call grammar accepts; the arguments are strict (no unlisted properties), as there. Cached by
+    content, as ``build_schema_node`` is.
     """
+    return _call_object_node(_canonical([list(pair) for pair in tools]))
+
+
+@functools.lru_cache(maxsize=128)
+def _call_object_node(tools_json: str) -> _Node:
     node = _Node(_ALT)
-    for name, parameters in tools:
+    for name, parameters in json.loads(tools_json):
         arguments = build_schema_node(parameters, strict=True)
         quoted = _literal([name], ascii_first=True)
         for order in (
