@@ -224,7 +224,8 @@ INVALID_CALL_ERRORS = "invalid_tool_call_errors"
 
 
 def to_response_metadata(result: GenerationResult) -> dict[str, Any]:
-    """Why generation stopped, which model answered, and why each invalid call attempt was rejected."""
+    """Why generation stopped, which model answered, why each invalid call attempt was rejected; text
+    appended to finish a cut-off reply, and generated text the reply left out, where there was any."""
     metadata: dict[str, Any] = {
         "finish_reason": result.finish_reason,
         "model_name": result.model_name,
@@ -232,6 +233,10 @@ def to_response_metadata(result: GenerationResult) -> dict[str, Any]:
     }
     if result.invalid_tool_calls:
         metadata[INVALID_CALL_ERRORS] = {call.id: call.error for call in result.invalid_tool_calls}
+    if result.appended_text:
+        metadata["appended_text"] = result.appended_text
+    if result.dropped:
+        metadata["dropped"] = [{"text": d.text, "reason": d.reason} for d in result.dropped]
     return metadata
 
 

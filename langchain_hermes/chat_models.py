@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
@@ -69,6 +69,8 @@ class ChatHermes(BaseChatModel):
     """Random seed for sampling (reproducible runs with temperature > 0)."""
     constrained: bool = True
     """Constrain tool calls and JSON output with a grammar (xgrammar)."""
+    duplicate_tool_calls: Literal["end_turn", "keep"] = "end_turn"
+    """A call repeating one already made in the turn ends the turn and is dropped; ``"keep"`` keeps repeats."""
     prefix_cache: bool = True
     """Reuse the KV cache of a shared prompt prefix across calls."""
     variant: str = "auto"
@@ -215,6 +217,7 @@ class ChatHermes(BaseChatModel):
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
             "constrained": self.constrained,
+            "duplicate_tool_calls": self.duplicate_tool_calls,
             "stop": self.stop or None,
             "reasoning": self.reasoning,
             "reasoning_budget": self.reasoning_budget,

@@ -210,6 +210,8 @@ def raw_dict(result: GenerationResult, tool_calls: Sequence[ToolCall]) -> dict[s
         "usage": usage_dict(result.usage),
         "tool_calls": [openai_tool_call(call) for call in tool_calls],
         "invalid_tool_calls": [invalid_call_dict(call) for call in result.invalid_tool_calls],
+        "appended_text": result.appended_text,
+        "dropped": [{"text": d.text, "reason": d.reason} for d in result.dropped],
     }
 
 

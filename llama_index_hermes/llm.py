@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.base.llms.generic_utils import (
@@ -98,6 +98,10 @@ class HermesLLM(FunctionCallingLLM):
     stop: list[str] | None = Field(default=None, description="Extra stop sequences.")
     seed: int | None = Field(default=None, description="Sampling seed for reproducible runs.")
     constrained: bool = Field(default=True, description="Enforce tool-call / JSON grammars while decoding.")
+    duplicate_tool_calls: Literal["end_turn", "keep"] = Field(
+        default="end_turn",
+        description="A call repeating one already made in the turn ends the turn and is dropped; 'keep' keeps it.",
+    )
     prefix_cache: bool = Field(
         default=True, description="Reuse the KV cache of a shared prompt prefix across calls."
     )
@@ -211,6 +215,7 @@ class HermesLLM(FunctionCallingLLM):
             "constrained": self.constrained,
             "reasoning": self.reasoning,
             "reasoning_budget": self.reasoning_budget,
+            "duplicate_tool_calls": self.duplicate_tool_calls,
         }
         options = {name: value for name, value in {**defaults, **kwargs}.items() if value is not None}
         if options.get("tools"):
