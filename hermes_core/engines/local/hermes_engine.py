@@ -10,9 +10,10 @@ import inspect
 import threading
 from typing import Any
 
-from hermes_core.engines.local.engine import EngineStats, LocalEngine
+from hermes_core.engines.local.engine import DEFAULT_MAX_BATCH_SIZE, EngineStats, LocalEngine
 from hermes_core.engines.local.prefix_cache import PrefixCache
-from hermes_core.frontend import Frontend
+from hermes_core.frontend import Frontend, _defaults
+from hermes_core.options import check_load_options, check_request_options
 
 
 class HermesEngine(Frontend):
@@ -31,12 +32,20 @@ class HermesEngine(Frontend):
         temperature: float = 0.0,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        kv_budget_tokens: int | None = None,
         variant: Any = "auto",
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
     ) -> None:
         super().__init__(
-            LocalEngine(loaded, prefix_cache=prefix_cache, prefix_cache_size=prefix_cache_size),
+            LocalEngine(
+                loaded,
+                prefix_cache=prefix_cache,
+                prefix_cache_size=prefix_cache_size,
+                max_batch_size=max_batch_size,
+                kv_budget_tokens=kv_budget_tokens,
+            ),
             constrained=constrained,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -81,6 +90,8 @@ def load_engine(
     temperature: float = 0.0,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    kv_budget_tokens: int | None = None,
     variant: Any = "auto",
     reasoning: bool | None = None,
     reasoning_budget: int | None = None,
@@ -89,8 +100,12 @@ def load_engine(
     """Load ``model`` (None = the embedded SmolLM2) and wrap it in a new engine.
 
     Weights are shared: loading the same model with the same load options twice in one process
-    reuses the first load.
+    reuses the first load. Every option is checked first, so a bad one never costs a model load.
     """
+    check_load_options(
+        {"quantization": quantization, "torch_dtype": torch_dtype, "prefix_cache": prefix_cache}
+    )
+    check_request_options(_defaults(max_new_tokens, temperature, top_p, repetition_penalty, constrained))
     loaded = _load_shared(
         model,
         quantization=quantization,
@@ -108,6 +123,8 @@ def load_engine(
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition_penalty,
+        max_batch_size=max_batch_size,
+        kv_budget_tokens=kv_budget_tokens,
         variant=variant,
         reasoning=reasoning,
         reasoning_budget=reasoning_budget,
