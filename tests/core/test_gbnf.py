@@ -245,3 +245,15 @@ def test_a_reasoning_budget_becomes_a_character_bound_that_keeps_the_token_budge
         assert accepts(converted, reply) == accepts(original, reply), reply
     assert not accepts(converted, "<think>" + "x" * 13 + "</think>" + MODE_CALL)
     assert not accepts(converted, "<think>a < b</think>" + MODE_CALL)  # no '<' inside the block
+
+
+def test_tools_or_answer_gbnf_accepts_what_the_structural_tag_accepts() -> None:
+    """``auto`` with a response schema: call blocks, or one JSON answer, never prose."""
+    constraint = grammar.tool_call_or_answer_constraint(TOOLS, ANSWER_SCHEMA, parallel_tool_calls=True)
+    original = xgr.Grammar.from_structural_tag(json.dumps(constraint.source))
+    converted = xgr.Grammar.from_ebnf(constraint_gbnf(constraint))
+    replies = [*REPLIES, '{"city": "Paris", "sunny": true}', '{"city": "Lima", "sunny": true}', "{}"]
+    verdicts = [(reply, accepts(original, reply)) for reply in replies]
+    assert any(ok for _, ok in verdicts) and not all(ok for _, ok in verdicts)
+    for reply, expected in verdicts:
+        assert accepts(converted, reply) == expected, reply
