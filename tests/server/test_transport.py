@@ -118,6 +118,8 @@ def test_base_url_dialect_and_limits_are_checked_before_any_connection(tiny_toke
         ServerEngine("http://127.0.0.1:9", max_retries=-1, tokenizer=tiny_tokenizer)
     with pytest.raises(UnsupportedOptionError, match="quantization does not apply with base_url"):
         get_server_engine(base_url="http://127.0.0.1:9", quantization="4bit")
+    with pytest.raises(UnsupportedOptionError, match=r"Unknown option 'temprature'.*temperature"):
+        get_server_engine(base_url="http://127.0.0.1:9", temprature=0.5)
 
 
 def test_503_and_connection_failures_are_retried_then_served(scripted) -> None:

@@ -350,7 +350,9 @@ def get_server_engine(
     for option in local_options:
         reason = _LOCAL_ONLY.get(option)
         if reason is None:
-            known = ", ".join(sorted(inspect.signature(get_server_engine).parameters) - {"local_options"})
+            known = ", ".join(
+                sorted(set(inspect.signature(get_server_engine).parameters) - {"local_options"})
+            )
             raise UnsupportedOptionError(
                 f"Unknown option {option!r} for a server engine; options are: {known}."
             )
