@@ -38,7 +38,8 @@ class ChatHermes(BaseChatModel):
     """Chat model running a Hermes-format function-calling model locally with grammar-constrained tool calls.
 
     ``ChatHermes()`` uses the embedded SmolLM2-135M-Instruct, offline. Weights load on first use
-    and are shared process-wide (by every instance with the same model and load options).
+    and are shared process-wide (by every instance with the same model and load options). With
+    ``base_url`` the model runs on a llama-server, vLLM or SGLang server instead (docs/scale-out.md).
     """
 
     model: str | None = None

@@ -87,7 +87,8 @@ class HermesLLM(FunctionCallingLLM):
     """Runs a Hermes-format function-calling model locally (default: the embedded SmolLM2-135M-Instruct).
 
     Tool calls are grammar-constrained, so ``tool_required``/``tool_choice`` are guaranteed rather than
-    hoped for. The model is loaded lazily, once per process, through ``hermes_core.get_engine``.
+    hoped for. The model is loaded lazily, once per process, through ``hermes_core.get_engine``; with
+    ``base_url`` it runs on a llama-server, vLLM or SGLang server instead (docs/scale-out.md).
     """
 
     model: Any = Field(
