@@ -146,6 +146,15 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, ti
             time.sleep(0.1)
 
 
+def wait_until_idle(url: str, timeout: float = 10.0) -> None:
+    """Poll ``GET /slots`` until no slot is generating (a generation whose client left stops a moment later)."""
+    deadline = time.monotonic() + timeout
+    while any(slot.get("is_processing") for slot in httpx.get(f"{url}/slots", timeout=10).json()):
+        if time.monotonic() > deadline:
+            raise LlamaServerError(f"llama-server at {url} still generating after {timeout:.0f} s")
+        time.sleep(0.02)
+
+
 def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM the server's process group, then SIGKILL it if it has not exited after ``grace`` seconds."""
     if process.poll() is not None:

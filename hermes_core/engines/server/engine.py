@@ -83,8 +83,8 @@ class ServerEngine(Engine):
     the server: it fails fast, with one line, when the server is unreachable or serves a model whose
     tokenizer differs from ``model``'s. ``transport``/``async_transport`` replace httpx's network
     transports (tests use ``httpx.MockTransport``). ``cache_prompt=False`` (llama-server) evaluates
-    every prompt in full: llama.cpp's logits for a reused prefix are not bit-identical to a full
-    evaluation, so only then do repeated sampled requests reproduce exactly.
+    every prompt in full: llama.cpp's logits depend in the last bits on how a prompt's evaluation was
+    split between cached and new tokens, so only then do repeated requests reproduce exactly.
     """
 
     def __init__(
