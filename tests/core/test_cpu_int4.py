@@ -93,3 +93,13 @@ def test_int4_generation_streams_what_it_generates(tiny_model_dir):
     events = list(engine.stream(messages, max_new_tokens=24, constrained=False))
     assert events[-1].result.raw_text == whole.raw_text
     assert whole.usage.completion_tokens > 0
+
+
+def test_auto_picks_int4_on_a_bf16_cpu_and_nf4_without_torchs_int4_kernels(monkeypatch):
+    from hermes_core.engines.local import quantization
+
+    monkeypatch.setattr(quantization, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(quantization, "bitsandbytes_available", lambda: True)
+    assert resolve_quantization("auto", "cpu") == "int4"
+    monkeypatch.setattr(quantization, "_int4_available", lambda: False)
+    assert resolve_quantization("auto", "cpu") == "4bit"

@@ -13,10 +13,12 @@ from hermes_core.errors import ModelLoadError, UnsupportedOptionError
 
 QUANTIZATION_OPTIONS: tuple[str | None, ...] = ("4bit", "8bit", "int4", None, "auto")
 
-# What quantization="auto" picks on a CPU with native bf16 (docs/performance-engine.md, decode
-# tok/s on the embedded model: fp32 22.6, bf16 36.4, NF4 + bf16 49.6, int8 25.1) and on one
-# without it, where bitsandbytes has no fused 4-bit kernel and bf16 is emulated (not measured).
-CPU_AUTO_QUANTIZATION: str | None = "4bit"
+# What quantization="auto" picks on a CPU with native bf16 and on one without it, where bf16 is
+# emulated (not measured). On the first, int4 (torch's kernel, Q4_1-style groups) decodes the embedded
+# model faster than NF4 and stays as close to its float32 weights as bf16 does, where NF4 does not
+# (docs/performance-engine.md#int4-against-nf4-and-bf16); NF4 is the fall-back without torch's int4 kernels.
+CPU_AUTO_QUANTIZATION: str | None = "int4"
+CPU_AUTO_QUANTIZATION_WITHOUT_INT4: str | None = "4bit"
 CPU_AUTO_QUANTIZATION_WITHOUT_BF16: str | None = None
 # What quantization="auto" picks on CUDA: NF4 is the usual memory/quality trade-off there.
 CUDA_AUTO_QUANTIZATION: str | None = "4bit"
@@ -89,6 +91,8 @@ def resolve_quantization(quantization: str | None, device: str) -> str | None:
             quantization = (
                 CPU_AUTO_QUANTIZATION if cpu_has_native_bf16() else CPU_AUTO_QUANTIZATION_WITHOUT_BF16
             )
+            if quantization == "int4" and not _int4_available():
+                quantization = CPU_AUTO_QUANTIZATION_WITHOUT_INT4
     if quantization == "int4":
         return _check_int4(device)
     if quantization is not None and not bitsandbytes_available():
@@ -99,16 +103,21 @@ def resolve_quantization(quantization: str | None, device: str) -> str | None:
     return quantization
 
 
-def _check_int4(device: str) -> str:
-    """ "int4" (torch's CPU int4 kernel, ``cpu/int4_linear.py``) if it can run on ``device``, else a clear error."""
+def _int4_available() -> bool:
+    """Whether torch's CPU int4 kernels exist (a seam so tests can simulate an older torch)."""
     from hermes_core.engines.local.cpu.int4_linear import int4_kernels_available
 
+    return int4_kernels_available()
+
+
+def _check_int4(device: str) -> str:
+    """ "int4" (torch's CPU int4 kernel, ``cpu/int4_linear.py``) if it can run on ``device``, else a clear error."""
     if device != "cpu":
         raise UnsupportedOptionError(
             f'quantization="int4" runs on torch\'s CPU int4 kernel, but the weights go to {device}; '
             'use quantization="4bit" there (or device_map="cpu").'
         )
-    if not int4_kernels_available():
+    if not _int4_available():
         raise ModelLoadError(
             'quantization="int4" needs torch\'s CPU int4 kernels (torch >= 2.6); upgrade torch or use "4bit".'
         )
