@@ -79,7 +79,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(machine_summary())
     print(f"load average at start: {load_average()}; torch threads {torch.get_num_threads()}")
-    print(f"\n{'model':<6}{'layer':<9}{'N x K':>13}{'int4 µs':>10}{'NF4 µs':>9}{'bf16 µs':>9}{'int4/NF4':>10}")
+    print(
+        f"\n{'model':<6}{'layer':<9}{'N x K':>13}{'int4 µs':>10}{'NF4 µs':>9}{'bf16 µs':>9}{'int4/NF4':>10}"
+    )
     wanted = set(args.models.split(","))
     for model, name, n, k in SHAPES:
         if model not in wanted:
