@@ -103,3 +103,16 @@ def test_auto_picks_int4_on_a_bf16_cpu_and_nf4_without_torchs_int4_kernels(monke
     assert resolve_quantization("auto", "cpu") == "int4"
     monkeypatch.setattr(quantization, "_int4_available", lambda: False)
     assert resolve_quantization("auto", "cpu") == "4bit"
+
+
+def test_long_prefill_chunks_unpack_the_weights_the_kernel_multiplies_by():
+    from hermes_core.engines.local.cpu import int4_linear
+
+    weight, codes = _q4_1_weight(192, 128, seed=3)
+    group = Int4Group([weight], [None])
+    assert group._unpackable  # this torch packs in the layout _unpack reads
+    assert torch.equal(int4_linear._unpack(group.packed, 192, 128).to(torch.int32), codes)
+    x = torch.randn(int4_linear.DENSE_FROM_ROWS, 128).to(torch.bfloat16)
+    kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, group.packed, GROUP_SIZE, group.scales_and_zeros)
+    dense = group.run_joined(x)  # enough rows for the unpacked bf16 matmul
+    assert (dense.float() - kernel.float()).abs().max() <= 0.01 * kernel.float().abs().max()

@@ -80,6 +80,9 @@ class Int4Group:
         self.scales_and_zeros = torch.stack([scale.t(), (low + 8 * scale).t()], dim=-1).to(torch.bfloat16)
         self.scales_and_zeros = self.scales_and_zeros.contiguous()
         self.group_size = group_size
+        # Prefill chunks run faster as a bf16 matmul on weights unpacked for the call, where this
+        # torch's packed layout is the one ``_unpack`` reads (checked here, on these very codes).
+        self._unpackable = bool(torch.equal(_unpack(self.packed, *codes.shape).to(torch.int32), codes))
         self._sizes = [int(weight.shape[0]) for weight in weights]
         self.in_features = int(joined.shape[1])
         self.out_features = int(joined.shape[0])
@@ -100,13 +103,26 @@ class Int4Group:
         rows = x.reshape(-1, self.in_features)
         if rows.dtype != torch.bfloat16:
             rows = rows.to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            rows.contiguous(), self.packed, self.group_size, self.scales_and_zeros
-        )
+        if self._unpackable and rows.shape[0] >= DENSE_FROM_ROWS:
+            out = torch.nn.functional.linear(rows, self.dense_weight())
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                rows.contiguous(), self.packed, self.group_size, self.scales_and_zeros
+            )
         if self.bias is not None:
             out += self.bias
         out = out.view(*x.shape[:-1], self.out_features)
         return out if out.dtype == x.dtype else out.to(x.dtype)
+
+    def dense_weight(self) -> Any:
+        """The weight ``(N, K)`` in bf16 that the kernel multiplies by: ``(q - 8) * scale + zero`` per group."""
+        import torch
+
+        rows, columns = self.out_features, self.in_features
+        codes = _unpack(self.packed, rows, columns).view(rows, -1, self.group_size).to(torch.float32) - 8
+        scale = self.scales_and_zeros[..., 0].t().unsqueeze(-1).to(torch.float32)
+        zero = self.scales_and_zeros[..., 1].t().unsqueeze(-1).to(torch.float32)
+        return torch.addcmul(zero, codes, scale).to(torch.bfloat16).reshape(rows, columns)
 
     def run_all(self, x: Any) -> list[Any]:
         """Each member's output for ``x`` (views of one joined output for a single row)."""
@@ -134,6 +150,25 @@ class Int4Group:
         """Bytes of the packed codes, scales, zeros and bias."""
         bias = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
         return int(self.packed.numel() + self.scales_and_zeros.numel() * 2 + bias)
+
+
+DENSE_FROM_ROWS = 384
+"""From this many rows (a long prefill chunk) a call unpacks the weights and runs a bf16 matmul: the
+int4 kernel's cost grows with the rows, about 1.8x a bf16 matmul's at 1,600 (benchmarks/bench_int4.py)."""
+_PACKED_ROWS = 64
+"""Output rows per block of torch's CPU int4 packing: block b holds rows 64b..64b+63 as (K, 32) bytes,
+row 64b + j in the low nibbles and row 64b + 32 + j in the high ones."""
+
+
+def _unpack(packed: Any, rows: int, columns: int) -> Any:
+    """The codes ``(rows, columns)`` (uint8) of ``packed`` in the layout above; all 255 where it cannot apply."""
+    import torch
+
+    if rows % _PACKED_ROWS or tuple(packed.shape) != (rows, columns // 2):
+        return torch.full((rows, columns), 255, dtype=torch.uint8)
+    blocks = packed.view(rows // _PACKED_ROWS, columns, _PACKED_ROWS // 2)
+    halves = torch.cat([blocks & 15, blocks >> 4], dim=-1)  # (blocks, K, 64)
+    return halves.permute(0, 2, 1).reshape(rows, columns)
 
 
 def _module_class() -> type:
