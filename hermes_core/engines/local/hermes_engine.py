@@ -10,7 +10,7 @@ import inspect
 import threading
 from typing import Any
 
-from hermes_core.engines.local.engine import EngineStats, LocalEngine
+from hermes_core.engines.local.engine import DEFAULT_MAX_BATCH_SIZE, EngineStats, LocalEngine
 from hermes_core.engines.local.prefix_cache import PrefixCache
 from hermes_core.frontend import Frontend
 
@@ -31,12 +31,20 @@ class HermesEngine(Frontend):
         temperature: float = 0.0,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        kv_budget_tokens: int | None = None,
         variant: Any = "auto",
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
     ) -> None:
         super().__init__(
-            LocalEngine(loaded, prefix_cache=prefix_cache, prefix_cache_size=prefix_cache_size),
+            LocalEngine(
+                loaded,
+                prefix_cache=prefix_cache,
+                prefix_cache_size=prefix_cache_size,
+                max_batch_size=max_batch_size,
+                kv_budget_tokens=kv_budget_tokens,
+            ),
             constrained=constrained,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -81,6 +89,8 @@ def load_engine(
     temperature: float = 0.0,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    kv_budget_tokens: int | None = None,
     variant: Any = "auto",
     reasoning: bool | None = None,
     reasoning_budget: int | None = None,
@@ -108,6 +118,8 @@ def load_engine(
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition_penalty,
+        max_batch_size=max_batch_size,
+        kv_budget_tokens=kv_budget_tokens,
         variant=variant,
         reasoning=reasoning,
         reasoning_budget=reasoning_budget,
