@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
+from hermes_core.engines.local.shared_prefix import cascade_attention
 
 
 class DecodeStep(Protocol):
@@ -25,7 +26,9 @@ class DecodeStep(Protocol):
 
     batched: bool
 
-    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any: ...
+    def __call__(
+        self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None
+    ) -> Any: ...
 
 
 def decode_step_for(model: Any, cache_argument: str) -> DecodeStep:
@@ -38,14 +41,19 @@ class RowByRowStep:
     """Each row through ``model.forward`` on its own cache: any architecture, no speed-up."""
 
     batched = False
+    shares_prefixes = False
 
     def __init__(self, model: Any, cache_argument: str) -> None:
         self.model = model
         self.cache_argument = cache_argument
 
-    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any:
+    def __call__(
+        self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None
+    ) -> Any:
         import torch
 
+        if prefixes is not None and any(prefix is not None for prefix in prefixes):
+            raise ValueError("RowByRowStep takes whole caches, not shared prefixes.")
         logits = []
         for token, cache in zip(tokens, caches, strict=True):
             logits.append(single_row_logits(self.model, self.cache_argument, [token], cache))
@@ -80,6 +88,7 @@ class LlamaBatchStep:
     """
 
     batched = True
+    shares_prefixes = True  # rows may hold a ``SharedPrefix`` plus their own suffix
 
     def __init__(self, model: Any, layers: list[LeanDecodeLayer]) -> None:
         self.model = model
@@ -106,18 +115,33 @@ class LlamaBatchStep:
         rotary = RotaryTables()
         return cls(model, [LeanDecodeLayer(layer, llama, rotary) for layer in layers])
 
-    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any:
+    def __call__(
+        self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None
+    ) -> Any:
+        """Logits after feeding each row its token; a row with a ``SharedPrefix`` has only its suffix in its cache."""
         import torch
 
         device = self.model.device
+        prefixes = list(prefixes) if prefixes is not None else [None] * len(caches)
         input_ids = torch.tensor([[token] for token in tokens], dtype=torch.long, device=device)
         positions = torch.tensor(
-            [[cache.get_seq_length()] for cache in caches], dtype=torch.long, device=device
+            [
+                [cache.get_seq_length() + (prefix.length if prefix is not None else 0)]
+                for cache, prefix in zip(caches, prefixes, strict=True)
+            ],
+            dtype=torch.long,
+            device=device,
         )
+        groups: dict[int, list[int]] = {}  # rows by the prefix they share
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None:
+                groups.setdefault(id(prefix), []).append(row)
         hidden = self.inner.embed_tokens(input_ids)
         position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
-        for lean in self.layers:
-            hidden = self._layer(lean, hidden, position_embeddings, positions, caches)
+        for index, lean in enumerate(self.layers):
+            hidden = self._layer(
+                lean, hidden, position_embeddings, positions, caches, prefixes, groups, index
+            )
         hidden = self.inner.norm(hidden)
         logits = self.model.lm_head(hidden[:, -1:, :])
         return logits[:, -1].to(copy=True, dtype=torch.float32)
@@ -129,8 +153,14 @@ class LlamaBatchStep:
         position_embeddings: Any,
         positions: Any,
         caches: Sequence[Any],
+        prefixes: Sequence[Any],
+        groups: dict[int, list[int]],
+        index: int,
     ) -> Any:
-        """``LeanDecodeLayer.forward`` over all rows, with the cache append and attention per row."""
+        """``LeanDecodeLayer.forward`` over all rows, with the cache append and attention per row.
+
+        Rows sharing a prefix attend together (``cascade_attention``); the others alone, as a lone request.
+        """
         import torch
 
         layer = lean.layer
@@ -138,13 +168,27 @@ class LlamaBatchStep:
         residual = hidden
         hidden = _rms_norm(layer.input_layernorm, hidden)
         query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
-        outputs = []
+        outputs: list[Any] = [None] * len(caches)
+        own: list[tuple[Any, Any]] = []
         for row, cache in enumerate(caches):
             passed = {"position_ids": positions[row : row + 1], "use_cache": True}
             row_key, row_value = cache.update(
                 key[row : row + 1], value[row : row + 1], attention.layer_idx, kwargs=passed
             )
-            outputs.append(lean._attend(attention, query[row : row + 1], row_key, row_value, passed))
+            own.append((row_key, row_value))
+            if prefixes[row] is None:
+                outputs[row] = lean._attend(attention, query[row : row + 1], row_key, row_value, passed)
+        for rows in groups.values():
+            prefix = prefixes[rows[0]]
+            shared = cascade_attention(
+                query[rows] if len(rows) < len(caches) else query,
+                prefix.keys[index],
+                prefix.values[index],
+                [own[row] for row in rows],
+                attention.scaling,
+            )
+            for position, row in enumerate(rows):
+                outputs[row] = shared[position : position + 1]
         output = torch.cat(outputs).reshape(*residual.shape[:-1], -1).contiguous()
         hidden = residual + attention.o_proj.forward(output)
         residual = hidden

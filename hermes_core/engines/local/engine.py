@@ -67,6 +67,7 @@ class EngineStats:
     last_reused_prefix_tokens: int = 0
     decode_steps: int = 0
     peak_batch: int = 0
+    shared_prefix_rows: int = 0  # requests that decoded over a SharedPrefix instead of their own copy
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,8 +75,10 @@ class LocalEngine(Engine):
     """Generates with transformers on a model loaded in this process (``load_model``'s ``LoadedModel``).
 
     ``max_batch_size`` requests decode together; ``kv_budget_tokens`` bounds the sum of their
-    prompts and generation budgets (default: ``max_batch_size`` full context windows). Requests
-    beyond either wait, first come first served.
+    prompts and generation budgets (default: ``max_batch_size`` full context windows), a shared
+    prompt prefix counted once. Requests beyond either wait, first come first served.
+    ``share_prefixes``: requests decoding together over the same cached prompt chunks hold their KV
+    once and attend over it together (``shared_prefix.py``; stock Llama models, prefix cache on).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class LocalEngine(Engine):
         prefix_cache_size: int = 4,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         kv_budget_tokens: int | None = None,
+        share_prefixes: bool = True,
     ) -> None:
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}.")
@@ -107,7 +111,9 @@ class LocalEngine(Engine):
         self._grammar_cache: Any = None
         self._grammar_lock = threading.Lock()
         budget = kv_budget_tokens if kv_budget_tokens is not None else max_batch_size * self.context_window
-        self.scheduler = Scheduler(self, max_batch_size=max_batch_size, kv_budget_tokens=budget)
+        self.scheduler = Scheduler(
+            self, max_batch_size=max_batch_size, kv_budget_tokens=budget, share_prefixes=share_prefixes
+        )
 
     def grammars(self) -> Any:
         """The ``GrammarCache`` for this tokenizer and vocabulary, built on first use."""
@@ -158,24 +164,29 @@ class LocalEngine(Engine):
 
     # -- called by the scheduler, under the model lock ---------------------------------------------
 
-    def _prefill_prompt(self, request: GenerationRequest) -> tuple[Any, int, Any]:
-        """Prefill the whole prompt: its cache, tokens reused from the prefix cache, and last-token logits.
+    def _prefill_prompt(self, request: GenerationRequest) -> tuple[Any, int, Any, Any]:
+        """Prefill the whole prompt: its cache, tokens reused, last-token logits and the shared prefix.
 
         The logits are None when the request was cancelled between chunks (what was computed, ending
-        at a chunk start, is kept in the prefix cache).
+        at a chunk start, is kept in the prefix cache). With a ``SharedPrefix`` the returned cache
+        holds only the positions after it.
         """
         prompt_ids, starts, cancel = request.prompt_ids, request.chunk_starts, request.cancel
-        cache, reused = self._prefill(prompt_ids, starts, cancel)
+        cache, reused, prefix = self._prefill_sharing(prompt_ids, starts, cancel)
         if cancel.is_set():
             if self.prefix_cache is not None and cache.get_seq_length():
                 self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
-            return cache, reused, None
+            return cache, reused, None, None
         done = cache.get_seq_length()
         from hermes_core.engines.local.batch_step import single_row_logits
 
         with _inference():
             logits = single_row_logits(self.model, _cache_argument_name(), prompt_ids[done:], cache)
-        return cache, reused, logits
+        if prefix is not None:
+            from hermes_core.engines.local.shared_prefix import suffix_cache
+
+            cache = suffix_cache(cache, prefix.length, self.model)  # the whole one was transient
+        return cache, reused, logits, prefix
 
     def _row_logits(self, tokens: list[int], cache: Any) -> Any:
         """Logits after feeding ``tokens`` to one request's cache through the model's own forward."""
@@ -184,17 +195,11 @@ class LocalEngine(Engine):
         with _inference():
             return single_row_logits(self.model, _cache_argument_name(), tokens, cache)
 
-    def _decode_step(self) -> Callable[[Any, Any], Any]:
-        """The batched one-token step for this model (``batch_step.decode_step_for``), in inference mode."""
+    def _decode_step(self) -> Any:
+        """The batched one-token step for this model (``batch_step.decode_step_for``); call it in inference mode."""
         from hermes_core.engines.local.batch_step import decode_step_for
 
-        step = decode_step_for(self.model, _cache_argument_name())
-
-        def run(tokens: Any, caches: Any) -> Any:
-            with _inference():
-                return step(tokens, caches)
-
-        return run
+        return decode_step_for(self.model, _cache_argument_name())
 
     def _count(self, request: GenerationRequest, new_ids: list[int], reused: int) -> None:
         self.stats.requests += 1
@@ -204,6 +209,13 @@ class LocalEngine(Engine):
         self.stats.last_reused_prefix_tokens = reused
 
     def _prefill(self, prompt_ids: list[int], starts: list[int], cancel: threading.Event) -> tuple[Any, int]:
+        """``_prefill_sharing`` without the shared prefix: the whole cache and the tokens reused."""
+        cache, reused, _ = self._prefill_sharing(prompt_ids, starts, cancel)
+        return cache, reused
+
+    def _prefill_sharing(
+        self, prompt_ids: list[int], starts: list[int], cancel: threading.Event
+    ) -> tuple[Any, int, Any]:
         """KV of every prompt chunk but the last (reused from the prefix cache where possible).
 
         Returns the cache (one that appends in place, see ``kv_cache``) and how many tokens came
@@ -211,6 +223,9 @@ class LocalEngine(Engine):
         While other requests decode or wait, a reused entry is copied and stays cached, and the
         running requests' caches are searched too, so requests arriving together all reuse a prefix.
         Stops between chunks once ``cancel`` is set (a long prompt on a big model takes seconds).
+        Where the batched step shares prefixes, a request joining others references their
+        ``SharedPrefix`` (returned third) instead of copying it: its prefill runs on a transient
+        whole cache, of which only the part after the prefix is kept.
         """
         import torch
 
@@ -219,13 +234,31 @@ class LocalEngine(Engine):
         hit = self.prefix_cache.take(prompt_ids, starts) if self.prefix_cache is not None else None
         reused = hit.length if hit is not None else 0
         sharing = self.scheduler.busy()
-        if hit is not None and sharing and self.prefix_cache is not None:
+        prefix = None
+        if sharing and self.prefix_cache is not None and self.scheduler.shares_prefixes:
+            from hermes_core.engines.local.shared_prefix import SharedPrefix
+
+            prefix = self.scheduler.shared_prefix_for(prompt_ids, starts, reused)
+            if hit is not None:
+                if prefix is None:
+                    prefix = SharedPrefix.from_cache(hit.cache, prompt_ids[:reused])
+                self.prefix_cache.put(prompt_ids, hit.cache, reused)  # the entry stays for later requests
+            if prefix is not None:
+                cache, reused = prefix.as_cache(self.model), prefix.length
+            else:
+                cache = new_kv_cache(self.model)
+        elif hit is not None and sharing and self.prefix_cache is not None:
             # Others decode or wait: they may want this entry too, so it stays and we take a copy.
             cache = copy_prefix(hit.cache, reused, self.model)
             self.prefix_cache.put(prompt_ids, hit.cache, reused)
         else:
             cache = hit.cache if hit is not None else new_kv_cache(self.model)
-        if self.prefix_cache is not None and sharing:
+        if (
+            self.prefix_cache is not None
+            and sharing
+            and prefix is None
+            and not self.scheduler.shares_prefixes
+        ):
             # A request decoding now may hold a longer run of this prompt's chunks (its entry was
             # taken when it started): copy those whole chunks from its cache.
             row_cache, length = self.scheduler.longest_shared_prefix(prompt_ids, starts)
@@ -245,7 +278,7 @@ class LocalEngine(Engine):
                     **_logits_to_keep(self.model),
                 )
                 done = start
-        return cache, reused
+        return cache, reused, prefix
 
 
 def _inference() -> Any:

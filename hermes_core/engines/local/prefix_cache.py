@@ -149,6 +149,14 @@ class PrefixCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    def holds(self, tokens: Sequence[int]) -> bool:
+        """Whether an entry already holds the KV of all of ``tokens`` (so storing them again adds nothing)."""
+        with self._lock:
+            return any(
+                len(held) >= len(tokens) and _common_prefix_length(held, tokens) == len(tokens)
+                for held, _ in self._entries.values()
+            )
+
     def clear(self) -> None:
         """Drop every entry (frees their memory)."""
         with self._lock:

@@ -52,6 +52,12 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     matcher: Any = None
     generator: Any = None
+    prefix: Any = None  # a SharedPrefix: then ``cache`` holds only the positions after it
+
+    @property
+    def length(self) -> int:
+        """Tokens of KV this row attends over (prefix included)."""
+        return self.cache.get_seq_length() + (self.prefix.length if self.prefix is not None else 0)
 
     @property
     def request(self) -> GenerationRequest:
@@ -66,10 +72,13 @@ def reserved_tokens(request: GenerationRequest) -> int:
 class Scheduler:
     """Admits, steps and retires the requests of one ``LocalEngine`` (see the module docstring)."""
 
-    def __init__(self, engine: Any, *, max_batch_size: int, kv_budget_tokens: int) -> None:
+    def __init__(
+        self, engine: Any, *, max_batch_size: int, kv_budget_tokens: int, share_prefixes: bool = True
+    ) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.kv_budget_tokens = kv_budget_tokens
+        self.share_prefixes = share_prefixes
         self._waiting: deque[Submission] = deque()
         self._rows: list[_Row] = []
         self._condition = threading.Condition()
@@ -90,7 +99,47 @@ class Scheduler:
         """Whether other requests decode or wait (called from the scheduler thread during admission)."""
         return bool(self._rows or self._waiting or self._starting > 1)
 
-    def longest_shared_prefix(self, prompt_ids: Sequence[int], starts: Sequence[int]) -> tuple[Any, int]:
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether rows over a common prompt prefix hold one ``SharedPrefix`` (the batched Llama step)."""
+        return self.share_prefixes and bool(getattr(self.step(), "shares_prefixes", False))
+
+    def step(self) -> Any:
+        """The batched decode step for the engine's model (made on first use)."""
+        if self._step is None:
+            self._step = self.engine._decode_step()
+        return self._step
+
+    def shared_prefix_for(self, prompt_ids: Sequence[int], starts: Sequence[int], at_least: int) -> Any:
+        """The ``SharedPrefix`` a new request over ``prompt_ids`` should reference, if one beats ``at_least`` tokens.
+
+        A running row's prefix is taken as it is; a longer run of whole chunks in a running row's own
+        cache becomes a new ``SharedPrefix`` (copied once), and that row then references it too.
+        Called from the scheduler thread under the model lock.
+        """
+        from hermes_core.engines.local.shared_prefix import SharedPrefix, shares_chunks, suffix_cache
+
+        best: Any = None
+        for row in self._rows:
+            prefix = row.prefix
+            if prefix is not None and prefix.length >= max(at_least, best.length if best else 0):
+                if best is None or prefix.length > best.length:
+                    if shares_chunks(
+                        prompt_ids, starts, row.request.prompt_ids, row.request.chunk_starts, prefix.length
+                    ):
+                        best = prefix
+        donor, length = self.longest_shared_prefix(prompt_ids, starts, unshared_only=True)
+        cache = self.engine.prefix_cache
+        minimum = cache.min_reuse_tokens if cache is not None else 1
+        if donor is not None and length >= minimum and length > max(at_least, best.length if best else 0):
+            best = SharedPrefix.from_cache(donor.cache, prompt_ids[:length])
+            donor.cache, donor.prefix = suffix_cache(donor.cache, length, self.engine.model), best
+            self.engine.stats.shared_prefix_rows += 1
+        return best
+
+    def longest_shared_prefix(
+        self, prompt_ids: Sequence[int], starts: Sequence[int], unshared_only: bool = False
+    ) -> tuple[Any, int]:
         """The running request's cache holding the longest run of ``prompt_ids``' whole chunks, and its length.
 
         A length qualifies only where both prompts start a chunk and every earlier chunk start is the
@@ -100,6 +149,8 @@ class Scheduler:
 
         best: tuple[Any, int] = (None, 0)
         for row in self._rows:
+            if row.prefix is not None and unshared_only:
+                continue
             theirs = row.request.chunk_starts
             common = _common_prefix_length(row.request.prompt_ids, prompt_ids)
             for start in reversed(starts):
@@ -110,7 +161,7 @@ class Scheduler:
                     and start in theirs
                     and [s for s in theirs if s <= start] == [s for s in starts if s <= start]
                 ):
-                    best = (row.cache, start)
+                    best = (row if unshared_only else row.cache, start)
                     break
         return best
 
@@ -154,8 +205,9 @@ class Scheduler:
     def _admit(self) -> list[Submission]:
         """Take waiting requests, oldest first, while they fit; a cancelled one is answered at once."""
         admitted: list[Submission] = []
+        sharing = bool(self._waiting) and self.kv_budget_tokens < self._unbounded() and self.shares_prefixes
         with self._condition:
-            reserved = sum(reserved_tokens(row.request) for row in self._rows)
+            reserved = self._reserved()
             while self._waiting:
                 head = self._waiting[0]
                 if head.request.cancel.is_set():
@@ -164,6 +216,8 @@ class Scheduler:
                     continue
                 rows = len(self._rows) + len(admitted)
                 need = reserved_tokens(head.request)
+                if sharing:  # a shared prefix is counted once, with the row or request that holds it first
+                    need -= self._shared_length(head.request, [s.request for s in admitted])
                 alone = rows == 0
                 if not alone and (rows >= self.max_batch_size or reserved + need > self.kv_budget_tokens):
                     break  # FIFO: nobody overtakes the head of the queue
@@ -171,6 +225,37 @@ class Scheduler:
                 admitted.append(head)
                 reserved += need
         return admitted
+
+    def _unbounded(self) -> int:
+        """A budget no batch can reach: sharing cannot change admission, so it is not worked out."""
+        return self.max_batch_size * self.engine.context_window
+
+    def _reserved(self) -> int:
+        """KV tokens the running rows may grow to, each shared prefix counted once."""
+        prefixes = {id(row.prefix): row.prefix.length for row in self._rows if row.prefix is not None}
+        own = sum(
+            reserved_tokens(row.request) - (row.prefix.length if row.prefix is not None else 0)
+            for row in self._rows
+        )
+        return own + sum(prefixes.values())
+
+    def _shared_length(self, request: GenerationRequest, admitted: Sequence[GenerationRequest]) -> int:
+        """Prompt tokens ``request`` will share with a running row or a request admitted before it."""
+        from hermes_core.engines.local.shared_prefix import shares_chunks
+
+        minimum = self.engine.prefix_cache.min_reuse_tokens if self.engine.prefix_cache is not None else 1
+        others = [row.request for row in self._rows] + list(admitted)
+        best = 0
+        for other in others:
+            for start in reversed(request.chunk_starts):
+                if start <= best:
+                    break
+                if start >= minimum and shares_chunks(
+                    request.prompt_ids, request.chunk_starts, other.prompt_ids, other.chunk_starts, start
+                ):
+                    best = start
+                    break
+        return best
 
     # -- admission ---------------------------------------------------------------------------------
 
@@ -184,11 +269,13 @@ class Scheduler:
             return
         try:
             with engine._lock:
-                cache, reused, logits = engine._prefill_prompt(request)
+                cache, reused, logits, prefix = engine._prefill_prompt(request)
             if logits is None:  # cancelled between prompt chunks
                 submission.finish(_outcome(request, [], stop_ids))
                 return
-            row = _Row(submission, cache, stop_ids, reused)
+            row = _Row(submission, cache, stop_ids, reused, prefix=prefix)
+            if prefix is not None:
+                engine.stats.shared_prefix_rows += 1
             constraint = request.constraint
             if constraint is not None:
                 if constraint.compiled is None:
@@ -220,13 +307,18 @@ class Scheduler:
         engine = self.engine
         try:
             with engine._lock:
-                if len(rows) == 1:
+                if len(rows) == 1 and rows[0].prefix is None:
                     # One request: the model's own forward, the path a request alone has always taken.
                     logits = engine._row_logits([rows[0].generated[-1]], rows[0].cache)
                 else:
-                    if self._step is None:
-                        self._step = engine._decode_step()
-                    logits = self._step([row.generated[-1] for row in rows], [row.cache for row in rows])
+                    import torch
+
+                    with torch.inference_mode():
+                        logits = self.step()(
+                            [row.generated[-1] for row in rows],
+                            [row.cache for row in rows],
+                            [row.prefix for row in rows],
+                        )
         except BaseException as exc:  # the shared forward failed: every row in it fails
             for row in rows:
                 self._retire(row, error=exc)
@@ -335,7 +427,15 @@ class Scheduler:
             if engine.prefix_cache is not None and starts:
                 # Only whole prompt chunks are kept: the last chunk and the generated tokens were
                 # computed in shapes a later prompt would not reproduce.
-                engine.prefix_cache.put(request.prompt_ids, row.cache, starts[-1])
+                if row.prefix is None:
+                    engine.prefix_cache.put(request.prompt_ids, row.cache, starts[-1])
+                elif not engine.prefix_cache.holds(request.prompt_ids[: starts[-1]]):
+                    whole = row.prefix.as_cache(engine.model)  # the prefix by reference, no copy
+                    if starts[-1] > row.prefix.length:
+                        kept = starts[-1] - row.prefix.length
+                        for index, layer in enumerate(row.cache.layers):
+                            whole.update(layer.keys[..., :kept, :], layer.values[..., :kept, :], index)
+                    engine.prefix_cache.put(request.prompt_ids, whole, starts[-1])
             engine._count(request, row.generated, row.reused)
             row.submission.finish(_outcome(request, row.generated, row.stop_ids))
         else:
