@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,22 @@ from hermes_core.engines.local.prefix_cache import PrefixCache
 from hermes_core.engines.local.scheduler import Scheduler, Submission, copy_prefix
 
 DEFAULT_MAX_BATCH_SIZE = 8
+# Prefill pieces at most this long: a request joining a running batch prefills one piece between
+# two decode steps, so the batch waits for one piece, not a whole prompt.
+DEFAULT_PREFILL_CHUNK_TOKENS = 512
+
+
+def piece_ends(done: int, starts: list[int], total: int, piece_tokens: int | None) -> list[int]:
+    """Where the prefill pieces after position ``done`` end: turn chunks (``starts``) cut every ``piece_tokens``."""
+    bounds = [0, *starts, total]
+    ends: list[int] = []
+    for begin, end in itertools.pairwise(bounds):
+        if end <= done:
+            continue
+        step = piece_tokens or end - begin
+        ends.extend(cut for cut in range(begin + step, end, step) if cut > done)
+        ends.append(end)
+    return ends
 
 
 @functools.cache
@@ -77,7 +94,8 @@ class LocalEngine(Engine):
     ``max_batch_size`` requests decode together; ``kv_budget_tokens`` bounds the sum of their
     prompts and generation budgets (default: ``max_batch_size`` full context windows), a shared
     prompt prefix counted once. Requests beyond either wait, first come first served.
-    ``share_prefixes``: requests decoding together over the same cached prompt chunks hold their KV
+    ``prefill_chunk_tokens``: a request joining a running batch prefills at most this many prompt
+    tokens between two decode steps (None: whole turn chunks). ``share_prefixes``: requests decoding together over the same cached prompt chunks hold their KV
     once and attend over it together (``shared_prefix.py``; stock Llama models, prefix cache on).
     """
 
@@ -90,6 +108,7 @@ class LocalEngine(Engine):
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         kv_budget_tokens: int | None = None,
         share_prefixes: bool = True,
+        prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
     ) -> None:
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}.")
@@ -98,6 +117,14 @@ class LocalEngine(Engine):
                 f"kv_budget_tokens must be a positive integer (or None for max_batch_size context windows), "
                 f"got {kv_budget_tokens!r}."
             )
+        if prefill_chunk_tokens is not None and (
+            not isinstance(prefill_chunk_tokens, int) or prefill_chunk_tokens < 1
+        ):
+            raise ValueError(
+                f"prefill_chunk_tokens must be a positive integer (or None for whole turn chunks), "
+                f"got {prefill_chunk_tokens!r}."
+            )
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -165,28 +192,59 @@ class LocalEngine(Engine):
     # -- called by the scheduler, under the model lock ---------------------------------------------
 
     def _prefill_prompt(self, request: GenerationRequest) -> tuple[Any, int, Any, Any]:
-        """Prefill the whole prompt: its cache, tokens reused, last-token logits and the shared prefix.
+        """Prefill the whole prompt at once: ``_prefill_pieces`` run to its end."""
+        pieces = self._prefill_pieces(request)
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as finished:
+                return finished.value
 
-        The logits are None when the request was cancelled between chunks (what was computed, ending
-        at a chunk start, is kept in the prefix cache). With a ``SharedPrefix`` the returned cache
-        holds only the positions after it.
+    def _prefill_pieces(self, request: GenerationRequest) -> Generator[None, None, tuple[Any, int, Any, Any]]:
+        """Prefill the prompt piece by piece, pausing (``yield``) after each piece but the last.
+
+        Returns its cache, the tokens reused, the last token's logits and the shared prefix. The
+        logits are None when the request was cancelled between pieces (what was computed is kept in
+        the prefix cache). With a ``SharedPrefix`` the returned cache holds only the positions after it.
+        Pieces are the prompt's turn chunks, each cut into pieces of at most ``prefill_chunk_tokens``
+        from its start, the same cut whether the request is alone, joins a batch or reuses the prefix
+        cache, so the KV of every chunk start is computed alike (see ``prefix_cache``).
         """
         prompt_ids, starts, cancel = request.prompt_ids, request.chunk_starts, request.cancel
-        cache, reused, prefix = self._prefill_sharing(prompt_ids, starts, cancel)
-        if cancel.is_set():
-            if self.prefix_cache is not None and cache.get_seq_length():
-                self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
-            return cache, reused, None, None
-        done = cache.get_seq_length()
-        from hermes_core.engines.local.batch_step import single_row_logits
-
-        with _inference():
-            logits = single_row_logits(self.model, _cache_argument_name(), prompt_ids[done:], cache)
+        cache, reused, prefix = self._prefill_start(prompt_ids, starts)
+        done = reused
+        for end in piece_ends(done, starts, len(prompt_ids), self.prefill_chunk_tokens):
+            if cancel.is_set():
+                if self.prefix_cache is not None and cache.get_seq_length():
+                    self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
+                return cache, reused, None, None
+            logits = self._prefill_piece(prompt_ids[done:end], cache, last=end == len(prompt_ids))
+            done = end
+            if end < len(prompt_ids):
+                yield
         if prefix is not None:
             from hermes_core.engines.local.shared_prefix import suffix_cache
 
             cache = suffix_cache(cache, prefix.length, self.model)  # the whole one was transient
         return cache, reused, logits, prefix
+
+    def _prefill_piece(self, ids: list[int], cache: Any, last: bool) -> Any:
+        """Feed ``ids`` to ``cache``; the last piece returns the logits of its last token."""
+        from hermes_core.engines.local.batch_step import single_row_logits
+
+        with _inference():
+            if last:
+                return single_row_logits(self.model, _cache_argument_name(), ids, cache)
+            import torch
+
+            chunk = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+            self.model(
+                input_ids=chunk,
+                use_cache=True,
+                **{_cache_argument_name(): cache},
+                **_logits_to_keep(self.model),
+            )
+            return None
 
     def _row_logits(self, tokens: list[int], cache: Any) -> Any:
         """Logits after feeding ``tokens`` to one request's cache through the model's own forward."""
@@ -209,25 +267,27 @@ class LocalEngine(Engine):
         self.stats.last_reused_prefix_tokens = reused
 
     def _prefill(self, prompt_ids: list[int], starts: list[int], cancel: threading.Event) -> tuple[Any, int]:
-        """``_prefill_sharing`` without the shared prefix: the whole cache and the tokens reused."""
-        cache, reused, _ = self._prefill_sharing(prompt_ids, starts, cancel)
+        """KV of every prompt chunk but the last, in ``_prefill_pieces``' pieces: a whole cache, tokens reused."""
+        cache, reused, _ = self._prefill_start(prompt_ids, starts)
+        done = reused
+        for end in piece_ends(done, starts, starts[-1] if starts else 0, self.prefill_chunk_tokens):
+            if cancel.is_set():
+                break
+            self._prefill_piece(prompt_ids[done:end], cache, last=False)
+            done = end
         return cache, reused
 
-    def _prefill_sharing(
-        self, prompt_ids: list[int], starts: list[int], cancel: threading.Event
-    ) -> tuple[Any, int, Any]:
-        """KV of every prompt chunk but the last (reused from the prefix cache where possible).
+    def _prefill_start(self, prompt_ids: list[int], starts: list[int]) -> tuple[Any, int, Any]:
+        """The cache a prefill starts from: reused chunks from the prefix cache or the running batch.
 
         Returns the cache (one that appends in place, see ``kv_cache``) and how many tokens came
         from the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
         While other requests decode or wait, a reused entry is copied and stays cached, and the
         running requests' caches are searched too, so requests arriving together all reuse a prefix.
-        Stops between chunks once ``cancel`` is set (a long prompt on a big model takes seconds).
         Where the batched step shares prefixes, a request joining others references their
         ``SharedPrefix`` (returned third) instead of copying it: its prefill runs on a transient
         whole cache, of which only the part after the prefix is kept.
         """
-        import torch
 
         from hermes_core.engines.local.kv_cache import new_kv_cache
 
@@ -264,20 +324,6 @@ class LocalEngine(Engine):
             row_cache, length = self.scheduler.longest_shared_prefix(prompt_ids, starts)
             if length > reused and length >= self.prefix_cache.min_reuse_tokens:
                 cache, reused = copy_prefix(row_cache, length, self.model), length
-        pending = [start for start in starts if start > reused]
-        done = reused
-        with torch.inference_mode():
-            for start in pending:
-                if cancel.is_set():
-                    break
-                chunk = torch.tensor([prompt_ids[done:start]], dtype=torch.long, device=self.model.device)
-                self.model(
-                    input_ids=chunk,
-                    use_cache=True,
-                    **{_cache_argument_name(): cache},
-                    **_logits_to_keep(self.model),
-                )
-                done = start
         return cache, reused, prefix
 
 

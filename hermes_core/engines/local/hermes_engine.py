@@ -10,7 +10,12 @@ import inspect
 import threading
 from typing import Any
 
-from hermes_core.engines.local.engine import DEFAULT_MAX_BATCH_SIZE, EngineStats, LocalEngine
+from hermes_core.engines.local.engine import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_PREFILL_CHUNK_TOKENS,
+    EngineStats,
+    LocalEngine,
+)
 from hermes_core.engines.local.prefix_cache import PrefixCache
 from hermes_core.frontend import Frontend
 
@@ -34,6 +39,7 @@ class HermesEngine(Frontend):
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         kv_budget_tokens: int | None = None,
         share_prefixes: bool = True,
+        prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
         variant: Any = "auto",
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
@@ -46,6 +52,7 @@ class HermesEngine(Frontend):
                 max_batch_size=max_batch_size,
                 kv_budget_tokens=kv_budget_tokens,
                 share_prefixes=share_prefixes,
+                prefill_chunk_tokens=prefill_chunk_tokens,
             ),
             constrained=constrained,
             max_new_tokens=max_new_tokens,
@@ -94,6 +101,7 @@ def load_engine(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     kv_budget_tokens: int | None = None,
     share_prefixes: bool = True,
+    prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
     variant: Any = "auto",
     reasoning: bool | None = None,
     reasoning_budget: int | None = None,
@@ -124,6 +132,7 @@ def load_engine(
         max_batch_size=max_batch_size,
         kv_budget_tokens=kv_budget_tokens,
         share_prefixes=share_prefixes,
+        prefill_chunk_tokens=prefill_chunk_tokens,
         variant=variant,
         reasoning=reasoning,
         reasoning_budget=reasoning_budget,

@@ -64,6 +64,14 @@ class _Row:
         return self.submission.request
 
 
+@dataclass
+class _Joining:
+    """An admitted request prefilling its prompt piece by piece between decode steps."""
+
+    submission: Submission
+    pieces: Any = None  # the engine's ``_prefill_pieces`` generator, made at its first piece
+
+
 def reserved_tokens(request: GenerationRequest) -> int:
     """The KV a request may grow to: its prompt and its whole generation budget."""
     return len(request.prompt_ids) + max(0, request.max_new_tokens)
@@ -84,7 +92,7 @@ class Scheduler:
         self._condition = threading.Condition()
         self._running = False
         self._step: Any = None
-        self._starting = 0  # requests admitted in this round, not started yet (this one included)
+        self._joining: deque[_Joining] = deque()  # admitted, prefilling (the first one is in progress)
         self._batch_matcher: Any = None
 
     def submit(self, submission: Submission) -> None:
@@ -97,7 +105,7 @@ class Scheduler:
 
     def busy(self) -> bool:
         """Whether other requests decode or wait (called from the scheduler thread during admission)."""
-        return bool(self._rows or self._waiting or self._starting > 1)
+        return bool(self._rows or self._waiting or len(self._joining) > 1)
 
     @property
     def shares_prefixes(self) -> bool:
@@ -181,7 +189,9 @@ class Scheduler:
         except BaseException as exc:  # a bug in the scheduler itself: answer everyone rather than hang them
             with self._condition:
                 stranded = [row.submission for row in self._rows] + list(self._waiting)
+                stranded += [joining.submission for joining in self._joining]
                 self._rows.clear()
+                self._joining.clear()
                 self._waiting.clear()
                 self._running = False
             for submission in stranded:
@@ -192,32 +202,39 @@ class Scheduler:
         while True:
             admitted = self._admit()
             with self._condition:
-                if not self._rows and not admitted and not self._waiting:
+                if not self._rows and not admitted and not self._waiting and not self._joining:
                     self._running = False
                     return
-            for index, submission in enumerate(admitted):
-                self._starting = len(admitted) - index
-                self._start(submission)
-            self._starting = 0
+            self._joining.extend(_Joining(submission) for submission in admitted)
+            self._prefill_next()
             if self._rows:
                 self._decode()
+
+    def _prefill_next(self) -> None:
+        """One prefill piece of the oldest joining request while rows decode; with none decoding, until one joins."""
+        while self._joining:
+            if self._prefill_piece(self._joining[0]):
+                self._joining.popleft()
+            if self._rows:
+                return
 
     def _admit(self) -> list[Submission]:
         """Take waiting requests, oldest first, while they fit; a cancelled one is answered at once."""
         admitted: list[Submission] = []
         sharing = bool(self._waiting) and self.kv_budget_tokens < self._unbounded() and self.shares_prefixes
         with self._condition:
-            reserved = self._reserved()
+            reserved = self._reserved() + sum(reserved_tokens(j.submission.request) for j in self._joining)
             while self._waiting:
                 head = self._waiting[0]
                 if head.request.cancel.is_set():
                     self._waiting.popleft()
-                    admitted.append(head)  # _start answers it without prefilling
+                    admitted.append(head)  # _prefill_piece answers it without prefilling
                     continue
-                rows = len(self._rows) + len(admitted)
+                rows = len(self._rows) + len(self._joining) + len(admitted)
                 need = reserved_tokens(head.request)
                 if sharing:  # a shared prefix is counted once, with the row or request that holds it first
-                    need -= self._shared_length(head.request, [s.request for s in admitted])
+                    earlier = [j.submission.request for j in self._joining] + [s.request for s in admitted]
+                    need -= self._shared_length(head.request, earlier)
                 alone = rows == 0
                 if not alone and (rows >= self.max_batch_size or reserved + need > self.kv_budget_tokens):
                     break  # FIFO: nobody overtakes the head of the queue
@@ -259,20 +276,30 @@ class Scheduler:
 
     # -- admission ---------------------------------------------------------------------------------
 
-    def _start(self, submission: Submission) -> None:
-        """Prefill ``submission``'s prompt alone, sample its first token and add it to the batch."""
+    def _prefill_piece(self, joining: _Joining) -> bool:
+        """Prefill one piece of a joining request's prompt; after the last, sample its first token and add it.
+
+        Returns whether the request is done joining (joined, answered or failed).
+        """
+        submission = joining.submission
         request = submission.request
         engine = self.engine
         stop_ids = frozenset(request.stop_token_ids or engine.stop_token_ids)
-        if request.cancel.is_set() or request.max_new_tokens <= 0:
-            submission.finish(_outcome(request, [], stop_ids))
-            return
+        if joining.pieces is None:
+            if request.cancel.is_set() or request.max_new_tokens <= 0:
+                submission.finish(_outcome(request, [], stop_ids))
+                return True
+            joining.pieces = engine._prefill_pieces(request)
         try:
             with engine._lock:
-                cache, reused, logits, prefix = engine._prefill_prompt(request)
-            if logits is None:  # cancelled between prompt chunks
+                try:
+                    next(joining.pieces)
+                    return False
+                except StopIteration as finished:
+                    cache, reused, logits, prefix = finished.value
+            if logits is None:  # cancelled between prompt pieces
                 submission.finish(_outcome(request, [], stop_ids))
-                return
+                return True
             row = _Row(submission, cache, stop_ids, reused, prefix=prefix)
             if prefix is not None:
                 engine.stats.shared_prefix_rows += 1
@@ -292,8 +319,9 @@ class Scheduler:
             self._rows.append(row)
         except BaseException as exc:  # this request fails; the batch goes on
             submission.finish(error=exc)
-            return
+            return True
         self._advance([row], logits)
+        return True
 
     # -- decoding ----------------------------------------------------------------------------------
 
