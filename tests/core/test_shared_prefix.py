@@ -149,3 +149,41 @@ def test_kv_budget_counts_a_shared_prefix_once(tiny_model_dir):
         _submit_all(local, requests)
         peaks[share] = local.stats.peak_batch
     assert peaks == {True: 4, False: 2}
+
+
+@pytest.mark.parametrize("load", ["fp32", "bf16"])
+def test_mixed_step_prefills_last_pieces_with_the_decoding_rows(tiny_model_dir, load):
+    """Decoding rows (own cache, shared prefix) and joining rows' last pieces (with and without a prefix)
+    in one step give the logits each would get alone, within the shared-prefix tolerance."""
+    dtype = torch.float32 if load == "fp32" else torch.bfloat16
+    model = load_engine(str(tiny_model_dir), torch_dtype=dtype).model
+    step = LlamaBatchStep.for_model(model)
+    generator = torch.Generator().manual_seed(3)
+    prompt, first, question, short = (
+        torch.randint(10, 300, (n,), generator=generator).tolist() for n in (120, 30, 20, 7)
+    )
+    with torch.inference_mode():
+        common = new_kv_cache(model)
+        single_row_logits(model, "cache", prompt, common)
+        prefix = SharedPrefix.from_cache(common, prompt)
+        decoding = new_kv_cache(model)
+        single_row_logits(model, "cache", first, decoding)
+        sharing_whole = copy.deepcopy(common)
+        single_row_logits(model, "cache", short, sharing_whole)
+        sharing = suffix_cache(sharing_whole, len(prompt), model)
+        alone = [copy.deepcopy(decoding), sharing_whole, copy.deepcopy(common), new_kv_cache(model)]
+        pieces = [[5], [6], question, short]
+        expected = torch.cat(
+            [single_row_logits(model, "cache", p, c) for p, c in zip(pieces, alone, strict=True)]
+        )
+        caches = [decoding, sharing, new_kv_cache(model), new_kv_cache(model)]
+        mixed = step.mixed(pieces, caches, [None, prefix, prefix, None])
+        assert (mixed - expected).abs().max() <= TOLERANCE[load]
+        assert torch.equal(mixed.argmax(-1), expected.argmax(-1))
+        assert [c.get_seq_length() for c in caches] == [31, 8, 20, 7]
+        tokens = expected.argmax(-1).tolist()
+        after = step(tokens, caches, [None, prefix, prefix, None])
+        solo = torch.cat(
+            [single_row_logits(model, "cache", [t], c) for t, c in zip(tokens, alone, strict=True)]
+        )
+        assert (after - solo).abs().max() <= TOLERANCE[load]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
-from hermes_core.engines.local.shared_prefix import cascade_attention
+from hermes_core.engines.local.shared_prefix import cascade_attention, piece_attention
 
 
 class DecodeStep(Protocol):
@@ -145,6 +145,73 @@ class LlamaBatchStep:
         hidden = self.inner.norm(hidden)
         logits = self.model.lm_head(hidden[:, -1:, :])
         return logits[:, -1].to(copy=True, dtype=torch.float32)
+
+    def mixed(self, pieces: Sequence[Sequence[int]], caches: Sequence[Any], prefixes: Sequence[Any]) -> Any:
+        """Like ``__call__``, but a row may feed several tokens (the last prefill piece of a joining request).
+
+        All rows' tokens go through the projections and the MLP as one sequence ``(1, tokens, hidden)``,
+        so a joining request's piece is prefilled with the weights the decode step reads anyway. Each
+        row attends causally over its own cache (and its shared prefix); returns float32 logits of
+        each row's last token ``(rows, vocab)``.
+        """
+        import torch
+
+        device = self.model.device
+        ids = [token for piece in pieces for token in piece]
+        offsets, position_list = [], []
+        for piece, cache, prefix in zip(pieces, caches, prefixes, strict=True):
+            start = cache.get_seq_length() + (prefix.length if prefix is not None else 0)
+            offsets.append(len(position_list))
+            position_list.extend(range(start, start + len(piece)))
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        positions = torch.tensor([position_list], dtype=torch.long, device=device)
+        hidden = self.inner.embed_tokens(input_ids)
+        position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
+        spans = [(offset, len(piece)) for offset, piece in zip(offsets, pieces, strict=True)]
+        for index, lean in enumerate(self.layers):
+            hidden = self._mixed_layer(lean, hidden, position_embeddings, caches, prefixes, spans, index)
+        last = torch.tensor([offset + length - 1 for offset, length in spans], device=device)
+        hidden = self.inner.norm(hidden[0, last].unsqueeze(1))
+        return self.model.lm_head(hidden)[:, -1].to(copy=True, dtype=torch.float32)
+
+    def _mixed_layer(
+        self,
+        lean: LeanDecodeLayer,
+        hidden: Any,
+        position_embeddings: Any,
+        caches: Sequence[Any],
+        prefixes: Sequence[Any],
+        spans: Sequence[tuple[int, int]],
+        index: int,
+    ) -> Any:
+        """One decoder layer over the rows' tokens laid end to end (see ``mixed``)."""
+        import torch
+
+        layer = lean.layer
+        attention, mlp = layer.self_attn, layer.mlp
+        residual = hidden
+        hidden = _rms_norm(layer.input_layernorm, hidden)
+        query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
+        outputs = []
+        for (offset, length), cache, prefix in zip(spans, caches, prefixes, strict=True):
+            part = slice(offset, offset + length)
+            row_key, row_value = cache.update(
+                key[:, :, part], value[:, :, part], attention.layer_idx, kwargs={"use_cache": True}
+            )
+            outputs.append(
+                piece_attention(query[:, :, part], row_key, row_value, prefix, index, attention.scaling)
+            )
+        output = torch.cat(outputs, dim=1).reshape(*residual.shape[:-1], -1).contiguous()
+        hidden = residual + attention.o_proj.forward(output)
+        residual = hidden
+        hidden = _rms_norm(layer.post_attention_layernorm, hidden)
+        group = lean.gate_up_group
+        if group is not None and group.direct:
+            gate, up = group.run_all(hidden)
+        else:
+            gate, up = mlp.gate_proj.forward(hidden), mlp.up_proj.forward(hidden)
+        hidden = mlp.down_proj.forward(mlp.act_fn(gate) * up)
+        return residual + hidden
 
     def _layer(
         self,

@@ -95,7 +95,8 @@ class LocalEngine(Engine):
     prompts and generation budgets (default: ``max_batch_size`` full context windows), a shared
     prompt prefix counted once. Requests beyond either wait, first come first served.
     ``prefill_chunk_tokens``: a request joining a running batch prefills at most this many prompt
-    tokens between two decode steps (None: whole turn chunks). ``share_prefixes``: requests decoding together over the same cached prompt chunks hold their KV
+    tokens between two decode steps (None: whole turn chunks); with ``fuse_prefill`` its last piece
+    goes through the decode step with the running rows. ``share_prefixes``: requests decoding together over the same cached prompt chunks hold their KV
     once and attend over it together (``shared_prefix.py``; stock Llama models, prefix cache on).
     """
 
@@ -109,6 +110,7 @@ class LocalEngine(Engine):
         kv_budget_tokens: int | None = None,
         share_prefixes: bool = True,
         prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
+        fuse_prefill: bool = True,
     ) -> None:
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}.")
@@ -125,6 +127,7 @@ class LocalEngine(Engine):
                 f"got {prefill_chunk_tokens!r}."
             )
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.fuse_prefill = fuse_prefill
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -198,12 +201,16 @@ class LocalEngine(Engine):
             try:
                 next(pieces)
             except StopIteration as finished:
-                return finished.value
+                return finished.value[:4]
 
-    def _prefill_pieces(self, request: GenerationRequest) -> Generator[None, None, tuple[Any, int, Any, Any]]:
+    def _prefill_pieces(
+        self, request: GenerationRequest, fuse_last: Callable[[], bool] | None = None
+    ) -> Generator[None, None, tuple[Any, int, Any, Any, list[int]]]:
         """Prefill the prompt piece by piece, pausing (``yield``) after each piece but the last.
 
-        Returns its cache, the tokens reused, the last token's logits and the shared prefix. The
+        Returns its cache, the tokens reused, the last token's logits, the shared prefix, and the
+        ids of a last piece left to the caller: where ``fuse_last()`` says so when the last piece comes,
+        it is not run here (logits None) but fed with the next decode step (``LlamaBatchStep.mixed``). The
         logits are None when the request was cancelled between pieces (what was computed is kept in
         the prefix cache). With a ``SharedPrefix`` the returned cache holds only the positions after it.
         Pieces are the prompt's turn chunks, each cut into pieces of at most ``prefill_chunk_tokens``
@@ -217,7 +224,19 @@ class LocalEngine(Engine):
             if cancel.is_set():
                 if self.prefix_cache is not None and cache.get_seq_length():
                     self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
-                return cache, reused, None, None
+                return cache, reused, None, None, []
+            if end == len(prompt_ids) and fuse_last is not None and fuse_last():
+                if prefix is not None:
+                    from hermes_core.engines.local.kv_cache import new_kv_cache
+                    from hermes_core.engines.local.shared_prefix import suffix_cache
+
+                    untouched = cache.get_seq_length() == prefix.length  # still the prefix by reference
+                    cache = (
+                        new_kv_cache(self.model)
+                        if untouched
+                        else suffix_cache(cache, prefix.length, self.model)
+                    )
+                return cache, reused, None, prefix, list(prompt_ids[done:end])
             logits = self._prefill_piece(prompt_ids[done:end], cache, last=end == len(prompt_ids))
             done = end
             if end < len(prompt_ids):
@@ -226,7 +245,7 @@ class LocalEngine(Engine):
             from hermes_core.engines.local.shared_prefix import suffix_cache
 
             cache = suffix_cache(cache, prefix.length, self.model)  # the whole one was transient
-        return cache, reused, logits, prefix
+        return cache, reused, logits, prefix, []
 
     def _prefill_piece(self, ids: list[int], cache: Any, last: bool) -> Any:
         """Feed ``ids`` to ``cache``; the last piece returns the logits of its last token."""

@@ -53,6 +53,7 @@ class _Row:
     matcher: Any = None
     generator: Any = None
     prefix: Any = None  # a SharedPrefix: then ``cache`` holds only the positions after it
+    pending: list[int] = field(default_factory=list)  # its last prompt piece, fed with the next step
 
     @property
     def length(self) -> int:
@@ -93,6 +94,7 @@ class Scheduler:
         self._running = False
         self._step: Any = None
         self._joining: deque[_Joining] = deque()  # admitted, prefilling (the first one is in progress)
+        self._fusing: list[_Row] = []  # joined but for their last prompt piece, fed with the next step
         self._batch_matcher: Any = None
 
     def submit(self, submission: Submission) -> None:
@@ -105,7 +107,7 @@ class Scheduler:
 
     def busy(self) -> bool:
         """Whether other requests decode or wait (called from the scheduler thread during admission)."""
-        return bool(self._rows or self._waiting or len(self._joining) > 1)
+        return bool(self._rows or self._fusing or self._waiting or len(self._joining) > 1)
 
     @property
     def shares_prefixes(self) -> bool:
@@ -128,7 +130,7 @@ class Scheduler:
         from hermes_core.engines.local.shared_prefix import SharedPrefix, shares_chunks, suffix_cache
 
         best: Any = None
-        for row in self._rows:
+        for row in [*self._rows, *self._fusing]:
             prefix = row.prefix
             if prefix is not None and prefix.length >= max(at_least, best.length if best else 0):
                 if best is None or prefix.length > best.length:
@@ -156,7 +158,7 @@ class Scheduler:
         from hermes_core.engines.local.prefix_cache import _common_prefix_length
 
         best: tuple[Any, int] = (None, 0)
-        for row in self._rows:
+        for row in [*self._rows, *self._fusing]:
             if row.prefix is not None and unshared_only:
                 continue
             theirs = row.request.chunk_starts
@@ -190,6 +192,8 @@ class Scheduler:
             with self._condition:
                 stranded = [row.submission for row in self._rows] + list(self._waiting)
                 stranded += [joining.submission for joining in self._joining]
+                stranded += [row.submission for row in self._fusing]
+                self._fusing.clear()
                 self._rows.clear()
                 self._joining.clear()
                 self._waiting.clear()
@@ -202,21 +206,33 @@ class Scheduler:
         while True:
             admitted = self._admit()
             with self._condition:
-                if not self._rows and not admitted and not self._waiting and not self._joining:
+                if not (self._rows or admitted or self._waiting or self._joining or self._fusing):
                     self._running = False
                     return
             self._joining.extend(_Joining(submission) for submission in admitted)
             self._prefill_next()
-            if self._rows:
+            if self._rows or self._fusing:
                 self._decode()
 
     def _prefill_next(self) -> None:
         """One prefill piece of the oldest joining request while rows decode; with none decoding, until one joins."""
+        budget = self.engine.prefill_chunk_tokens or float("inf")
         while self._joining:
+            fused = len(self._fusing)
             if self._prefill_piece(self._joining[0]):
                 self._joining.popleft()
-            if self._rows:
+            if len(self._fusing) > fused:  # its last piece rides on the next step: the next may join too
+                if sum(len(row.pending) for row in self._fusing) >= budget:
+                    return
+                continue
+            if self._rows or self._fusing:
                 return
+
+    def _can_fuse(self) -> bool:
+        """Whether a joining request's last piece should go with the next step (others decode or join)."""
+        if not self.engine.fuse_prefill or not hasattr(self.step(), "mixed"):
+            return False
+        return bool(self._rows or self._fusing or len(self._joining) > 1)
 
     def _admit(self) -> list[Submission]:
         """Take waiting requests, oldest first, while they fit; a cancelled one is answered at once."""
@@ -230,7 +246,7 @@ class Scheduler:
                     self._waiting.popleft()
                     admitted.append(head)  # _prefill_piece answers it without prefilling
                     continue
-                rows = len(self._rows) + len(self._joining) + len(admitted)
+                rows = len(self._rows) + len(self._fusing) + len(self._joining) + len(admitted)
                 need = reserved_tokens(head.request)
                 if sharing:  # a shared prefix is counted once, with the row or request that holds it first
                     earlier = [j.submission.request for j in self._joining] + [s.request for s in admitted]
@@ -249,10 +265,11 @@ class Scheduler:
 
     def _reserved(self) -> int:
         """KV tokens the running rows may grow to, each shared prefix counted once."""
-        prefixes = {id(row.prefix): row.prefix.length for row in self._rows if row.prefix is not None}
+        rows = [*self._rows, *self._fusing]
+        prefixes = {id(row.prefix): row.prefix.length for row in rows if row.prefix is not None}
         own = sum(
             reserved_tokens(row.request) - (row.prefix.length if row.prefix is not None else 0)
-            for row in self._rows
+            for row in rows
         )
         return own + sum(prefixes.values())
 
@@ -261,7 +278,7 @@ class Scheduler:
         from hermes_core.engines.local.shared_prefix import shares_chunks
 
         minimum = self.engine.prefix_cache.min_reuse_tokens if self.engine.prefix_cache is not None else 1
-        others = [row.request for row in self._rows] + list(admitted)
+        others = [row.request for row in [*self._rows, *self._fusing]] + list(admitted)
         best = 0
         for other in others:
             for start in reversed(request.chunk_starts):
@@ -289,18 +306,18 @@ class Scheduler:
             if request.cancel.is_set() or request.max_new_tokens <= 0:
                 submission.finish(_outcome(request, [], stop_ids))
                 return True
-            joining.pieces = engine._prefill_pieces(request)
+            joining.pieces = engine._prefill_pieces(request, fuse_last=self._can_fuse)
         try:
             with engine._lock:
                 try:
                     next(joining.pieces)
                     return False
                 except StopIteration as finished:
-                    cache, reused, logits, prefix = finished.value
-            if logits is None:  # cancelled between prompt pieces
+                    cache, reused, logits, prefix, pending = finished.value
+            if logits is None and not pending:  # cancelled between prompt pieces
                 submission.finish(_outcome(request, [], stop_ids))
                 return True
-            row = _Row(submission, cache, stop_ids, reused, prefix=prefix)
+            row = _Row(submission, cache, stop_ids, reused, prefix=prefix, pending=pending)
             if prefix is not None:
                 engine.stats.shared_prefix_rows += 1
             constraint = request.constraint
@@ -316,6 +333,9 @@ class Scheduler:
                 import torch
 
                 row.generator = torch.Generator(device="cpu").manual_seed(request.seed)
+            if pending:
+                self._fusing.append(row)
+                return True
             self._rows.append(row)
         except BaseException as exc:  # this request fails; the batch goes on
             submission.finish(error=exc)
@@ -326,31 +346,38 @@ class Scheduler:
     # -- decoding ----------------------------------------------------------------------------------
 
     def _decode(self) -> None:
-        """Retire cancelled rows, then one step for every other row."""
-        for row in [row for row in self._rows if row.request.cancel.is_set()]:
+        """Retire cancelled rows, then one step for every other row (and the last pieces of joining ones)."""
+        for row in [row for row in [*self._rows, *self._fusing] if row.request.cancel.is_set()]:
             self._retire(row)
-        rows = list(self._rows)
-        if not rows:
+        rows, fusing = list(self._rows), list(self._fusing)
+        self._fusing.clear()
+        if not rows and not fusing:
             return
         engine = self.engine
         try:
             with engine._lock:
-                if len(rows) == 1 and rows[0].prefix is None:
+                if len(rows) == 1 and rows[0].prefix is None and not fusing:
                     # One request: the model's own forward, the path a request alone has always taken.
                     logits = engine._row_logits([rows[0].generated[-1]], rows[0].cache)
                 else:
                     import torch
 
+                    everyone = [*rows, *fusing]
+                    caches, prefixes = [row.cache for row in everyone], [row.prefix for row in everyone]
                     with torch.inference_mode():
-                        logits = self.step()(
-                            [row.generated[-1] for row in rows],
-                            [row.cache for row in rows],
-                            [row.prefix for row in rows],
-                        )
+                        if fusing:
+                            pieces = [[row.generated[-1]] for row in rows] + [row.pending for row in fusing]
+                            logits = self.step().mixed(pieces, caches, prefixes)
+                        else:
+                            logits = self.step()([row.generated[-1] for row in rows], caches, prefixes)
         except BaseException as exc:  # the shared forward failed: every row in it fails
-            for row in rows:
+            for row in [*rows, *fusing]:
                 self._retire(row, error=exc)
             return
+        for row in fusing:
+            row.pending = []
+        self._rows.extend(fusing)
+        rows = [*rows, *fusing]
         engine.stats.decode_steps += 1
         engine.stats.peak_batch = max(engine.stats.peak_batch, len(rows))
         self._advance(rows, logits)
@@ -448,6 +475,8 @@ class Scheduler:
         """Remove ``row`` from the batch, keep its whole prompt chunks in the prefix cache, answer its caller."""
         if row in self._rows:
             self._rows.remove(row)
+        if row in self._fusing:
+            self._fusing.remove(row)
         request = row.request
         engine = self.engine
         if error is None:

@@ -85,10 +85,19 @@ def shares_chunks(
     return [s for s in starts if s <= length] == [s for s in their_starts if s <= length]
 
 
-def _attend_with_lse(query: Any, key: Any, value: Any, scaling: float) -> tuple[Any, Any]:
-    """Attention of ``query`` ``(1, kv, q, d)`` over ``key``/``value`` ``(1, kv, n, d)``: output and float32 log-sum-exp."""
+def _attend_with_lse(query: Any, key: Any, value: Any, scaling: float, mask: Any = None) -> tuple[Any, Any]:
+    """Attention of ``query`` ``(1, kv, q, d)`` over ``key``/``value`` ``(1, kv, n, d)``: output and float32 log-sum-exp.
+
+    ``mask`` (boolean ``(q, n)``, True = may attend) is optional.
+    """
     import torch
 
+    if mask is not None:
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scaling
+        scores = scores.masked_fill(~mask, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        output = torch.matmul(torch.softmax(scores, dim=-1), value.float()).to(query.dtype)
+        return output, lse
     if query.device.type == "cpu":
         output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, False, attn_mask=None, scale=scaling
@@ -134,3 +143,37 @@ def cascade_attention(
         prefix_weight + suffix_weight
     )
     return merged.to(query.dtype).reshape(rows, 1, heads, -1)
+
+
+def piece_attention(
+    query: Any, key: Any, value: Any, prefix: SharedPrefix | None, layer: int, scaling: float
+) -> Any:
+    """Causal attention of a row's new tokens ``(1, heads, n, dim)`` over its cache (and prefix): ``(1, n, heads, dim)``.
+
+    ``key``/``value`` ``(1, kv, m, dim)`` end with the ``n`` new tokens; token ``j`` sees the cache up
+    to itself and the whole prefix. Heads folded under their KV head; parts merged by log-sum-exp.
+    """
+    import torch
+
+    _, heads, count, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    folded = query.reshape(1, kv_heads, group * count, dim)  # (g, n) rows under each KV head
+    seen = key.shape[-2] - count
+    visible = torch.arange(key.shape[-2], device=query.device) <= (
+        seen + torch.arange(count, device=query.device)
+    ).unsqueeze(-1)
+    mask = None if count == 1 else visible.repeat(group, 1)
+    own_out, own_lse = _attend_with_lse(folded, key, value, scaling, mask)
+    if prefix is None:
+        merged = own_out
+    else:
+        prefix_out, prefix_lse = _attend_with_lse(folded, prefix.keys[layer], prefix.values[layer], scaling)
+        top = torch.maximum(prefix_lse, own_lse)
+        prefix_weight = torch.exp(prefix_lse - top).unsqueeze(-1)
+        own_weight = torch.exp(own_lse - top).unsqueeze(-1)
+        merged = (prefix_out.float() * prefix_weight + own_out.float() * own_weight) / (
+            prefix_weight + own_weight
+        )
+        merged = merged.to(query.dtype)
+    return merged.reshape(1, heads, count, -1).transpose(1, 2)
