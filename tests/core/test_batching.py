@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import threading
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -345,3 +346,44 @@ def test_llama_index_async_chat_decodes_together(tiny_model_dir):
 
     assert [r.message.content for r in asyncio.run(together())] == solo
     assert engine.stats.peak_batch >= 2
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+
+def check():  # registered before hermes_core's drain, so it runs after it (atexit is last in, first out)
+    alive = [t.name for t in threading.enumerate() if t.name == "hermes-scheduler" and t.is_alive()]
+    print("scheduler alive at exit:", alive, flush=True)
+
+atexit.register(check)
+from hermes_core import Message, load_engine
+
+engine = load_engine(sys.argv[1])
+started = threading.Event()
+
+def consume():
+    for event in engine.stream([Message(role="user", content="Go on and on")], max_new_tokens=1500,
+                               constrained=False):
+        started.set()
+
+threading.Thread(target=consume, daemon=True).start()
+started.wait(60)
+time.sleep(0.2)
+"""
+
+
+def test_exit_during_a_generation_stops_the_scheduler_first(tiny_model_dir):
+    """A script that ends while a request decodes exits cleanly: the scheduler is drained at exit."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "scheduler alive at exit: []" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr

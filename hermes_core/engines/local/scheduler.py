@@ -12,8 +12,10 @@ or fails; the others go on. See docs/engine.md ("How concurrent requests are sch
 
 from __future__ import annotations
 
+import atexit
 import copy
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +98,8 @@ class Scheduler:
         self._joining: deque[_Joining] = deque()  # admitted, prefilling (the first one is in progress)
         self._fusing: list[_Row] = []  # joined but for their last prompt piece, fed with the next step
         self._batch_matcher: Any = None
+        self._thread: threading.Thread | None = None
+        _SCHEDULERS.add(self)
 
     def submit(self, submission: Submission) -> None:
         """Queue ``submission``; the scheduler thread starts if it is not running."""
@@ -103,7 +107,17 @@ class Scheduler:
             self._waiting.append(submission)
             if not self._running:
                 self._running = True
-                threading.Thread(target=self._loop, name="hermes-scheduler", daemon=True).start()
+                self._thread = threading.Thread(target=self._loop, name="hermes-scheduler", daemon=True)
+                self._thread.start()
+
+    def drain(self, timeout: float) -> None:
+        """Cancel every request and wait up to ``timeout`` s for the scheduler thread to leave torch."""
+        with self._condition:
+            thread = self._thread if self._running else None
+            for submission in [row.submission for row in self._rows] + list(self._waiting):
+                submission.request.cancel.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def busy(self) -> bool:
         """Whether other requests decode or wait (called from the scheduler thread during admission)."""
@@ -537,3 +551,18 @@ def copy_prefix(cache: Any, length: int, model: Any) -> Any:
     for index, layer in enumerate(cache.layers):
         copied.update(layer.keys[..., :length, :], layer.values[..., :length, :], index)
     return copied
+
+
+_SCHEDULERS: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Stop scheduler threads before the interpreter finalizes.
+
+    A daemon thread still inside a torch kernel while the process tears down its C++ thread pools ends
+    the process with ``terminate called without an active exception`` (seen at the end of a script that
+    had just finished its last request); cancelling and joining first makes exit clean.
+    """
+    for scheduler in list(_SCHEDULERS):
+        scheduler.drain(timeout=10.0)
