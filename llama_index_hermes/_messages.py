@@ -23,6 +23,7 @@ from llama_index.core.base.llms.types import (
 )
 
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.rejected_calls import UNKNOWN_REJECTION
 from hermes_core.types import GenerationResult, InvalidToolCall, Message, Role, ToolCall, Usage, new_call_id
 
 _ROLES: dict[MessageRole, Role] = {
@@ -107,6 +108,21 @@ def _assistant_tool_calls(message: ChatMessage, index: int) -> list[ToolCall]:
     return [_legacy_tool_call(raw, where) for raw in message.additional_kwargs.get("tool_calls") or []]
 
 
+def rejected_attempts(message: ChatMessage) -> list[InvalidToolCall]:
+    """An assistant turn's rejected call attempts (``invalid_call_dict`` records), replayed with their errors."""
+    records = message.additional_kwargs.get("invalid_tool_calls") or []
+    return [
+        InvalidToolCall(
+            raw=str(item.get("raw") or ""),
+            error=str(item.get("error") or UNKNOWN_REJECTION),
+            name=item.get("name"),
+            id=item.get("id") or new_call_id(),
+        )
+        for item in records
+        if isinstance(item, dict)
+    ]
+
+
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """Convert a LlamaIndex conversation to core messages.
 
@@ -126,7 +142,12 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
         text = _message_text(message, index)
         if role == "assistant":
             converted.append(
-                Message(role="assistant", content=text, tool_calls=_assistant_tool_calls(message, index))
+                Message(
+                    role="assistant",
+                    content=text,
+                    tool_calls=_assistant_tool_calls(message, index),
+                    invalid_tool_calls=rejected_attempts(message),
+                )
             )
         elif role == "tool":
             extra = message.additional_kwargs
@@ -189,6 +210,8 @@ def raw_dict(result: GenerationResult, tool_calls: Sequence[ToolCall]) -> dict[s
         "usage": usage_dict(result.usage),
         "tool_calls": [openai_tool_call(call) for call in tool_calls],
         "invalid_tool_calls": [invalid_call_dict(call) for call in result.invalid_tool_calls],
+        "appended_text": result.appended_text,
+        "dropped": [{"text": d.text, "reason": d.reason} for d in result.dropped],
     }
 
 
