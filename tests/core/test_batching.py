@@ -20,6 +20,9 @@ from hermes_core.engines.local.kv_cache import new_kv_cache
 from tests.core.test_engine import TIME_TOOL, WEATHER_TOOL
 
 PROSE = dict(constrained=False, temperature=1.0)
+# Greedy where only isolation is under test: fp32 batched matmuls round ~1e-6 apart from a lone row's,
+# which can tip a sampled token (seen once in a loaded full run); a greedy pick needs a near-tie to move.
+GREEDY = dict(constrained=False, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,7 @@ def test_cancelling_one_stream_mid_batch_leaves_the_others_running(engine):
 
 async def test_async_stream_that_stops_leaves_concurrent_ones_intact(engine):
     asks = [[Message("user", f"Async question {i}?")] for i in range(4)]
-    options = dict(max_new_tokens=40, **PROSE)
+    options = dict(max_new_tokens=40, **GREEDY)
     solo = [engine.generate(ask, seed=i, **options).raw_text for i, ask in enumerate(asks)]
 
     async def whole(i: int) -> str:
@@ -195,7 +198,7 @@ async def test_async_stream_that_stops_leaves_concurrent_ones_intact(engine):
 async def test_fifty_concurrent_requests_are_all_answered_and_matched(tiny_model_dir):
     engine = load_engine(str(tiny_model_dir), torch_dtype=torch.float32, max_batch_size=16)
     asks = [[Message("user", f"Request {i}: say something.")] for i in range(50)]
-    options = dict(max_new_tokens=10, **PROSE)
+    options = dict(max_new_tokens=10, **GREEDY)
     solo = [engine.generate(ask, seed=i, **options).raw_text for i, ask in enumerate(asks)]
     results = await asyncio.gather(*(engine.agenerate(a, seed=i, **options) for i, a in enumerate(asks)))
     assert [r.raw_text for r in results] == solo
