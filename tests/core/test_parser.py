@@ -1,4 +1,4 @@
-"""Whole-text parsing: the reference cases from parser_cases.jsonl and one test per policy rule."""
+"""Whole-text parsing: the project's cases (tests/core/data/parser_cases.jsonl) and one test per policy rule."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import pytest
 from hermes_core import parse_tool_calls
 from hermes_core.types import ParsedResponse
 
-CASES_PATH = Path(__file__).parents[3] / "shared" / "reference" / "parser_cases.jsonl"
+CASES_PATH = Path(__file__).parent / "data" / "parser_cases.jsonl"
 
 
 def load_cases() -> list[dict[str, Any]]:
-    """The reference cases; a missing file is an error, never a skip."""
-    assert CASES_PATH.is_file(), (
-        f"reference cases not found at {CASES_PATH} (shared/ must sit beside the repo)"
-    )
+    """The policy cases (see docs/parser-policy.md); a missing file is an error, never a skip."""
+    assert CASES_PATH.is_file(), f"parser cases not found at {CASES_PATH}"
     with CASES_PATH.open(encoding="utf-8") as handle:
         cases = [json.loads(line) for line in handle if line.strip()]
     assert cases, f"{CASES_PATH} holds no cases"
@@ -59,7 +57,7 @@ def check_case(case: dict[str, Any], result: ParsedResponse) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_reference_case(case: dict[str, Any]) -> None:
+def test_policy_case(case: dict[str, Any]) -> None:
     check_case(case, parse_tool_calls(case["raw"]))
 
 

@@ -98,7 +98,7 @@ def chunkings(raw: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_reference_case_streamed_every_way(case: dict[str, Any]) -> None:
+def test_policy_case_streamed_every_way(case: dict[str, Any]) -> None:
     whole = parse_tool_calls(case["raw"])
     for way, chunks in chunkings(case["raw"]).items():
         assert "".join(chunks) == case["raw"]
