@@ -41,7 +41,9 @@ _IN_TEXT, _AFTER_TAG, _IN_VALUE, _AFTER_VALUE = range(4)
 _skip_ws = re.compile(r"\s*").match
 _json_after_tag = re.compile(r"\s*[{\[]").match  # the common case of _after_tag, decided at once
 _close_after_value = re.compile(r"\s*</tool_call>").match  # the common case of _after_value
-_skip_fence_info = re.compile(r"[\w+.\-]*").match
+_skip_fence_info = re.compile(r"[\w+.\-]*").match  # a fence's language label, on the fence's own line
+_skip_blanks = re.compile(r"[ \t]*").match
+_FENCE_OPENED, _AFTER_LABEL, _IN_LABEL = 1, 2, 3  # stages of _after_tag after a fence (0: none yet)
 
 Item = tuple[Any, ...]
 
@@ -148,26 +150,34 @@ class BlockSplitter:
     def _after_tag(self, s: str, pos: int, final: bool) -> int:
         """Decide whether the ``<tool_call>`` just read starts a call attempt or is prose.
 
-        ``held`` has the tag and what followed it so far (whitespace, repeated tags, a fence line).
+        ``held`` has the tag and what followed it so far (whitespace, repeated tags, a fence line). The
+        stage records how far into a fence line the text got, so a delta may end anywhere in it (even
+        inside the label) and the next one resumes exactly where a whole-text scan would be.
         """
         n = len(s)
         j = pos
         stage = self.stage
         while True:
-            j = _skip_ws(s, j).end()
-            if stage == 1:  # just after an opening fence: its info word, e.g. "json"
+            # Stages: 0 before any fence; 1 just after an opening fence (blanks before its label);
+            # 3 inside the label, e.g. "json" (it may go on in the next delta); 2 after the label.
+            if stage == _FENCE_OPENED:
+                j = _skip_blanks(s, j).end()
+                if j >= n:
+                    break
+                stage = _IN_LABEL
+            if stage == _IN_LABEL:
                 j = _skip_fence_info(s, j).end()
                 if j >= n:
                     break
-                stage = 2
-                continue
+                stage = _AFTER_LABEL
+            j = _skip_ws(s, j).end()
             if j >= n:
                 break
             c = s[j]
             if c == "{" or c == "[":
                 self.held = []
                 self.out.append((CROSS,))
-                self.fenced = stage == 2
+                self.fenced = stage == _AFTER_LABEL
                 self.mode = _IN_VALUE
                 self.scanner = None
                 return j
@@ -181,7 +191,7 @@ class BlockSplitter:
                 elif c == "`":
                     if s.startswith(FENCE, j):
                         j += len(FENCE)
-                        stage = 1
+                        stage = _FENCE_OPENED
                         continue
                     if n - j < len(FENCE) and not final:
                         break

@@ -1,11 +1,12 @@
 """Whole-text parsing of Hermes tool calls: prose, valid calls and invalid call attempts.
 
-Follows ``parser-policy.md``; in short:
+Follows the parser policy (``docs/parser-policy.md``); in short:
 
 - The output ends at the first end-of-turn token (``<|im_end|>``, ``<|im_start|>``, ``<|eot_id|>``,
   ``<|end_of_text|>``, ``<|endoftext|>``).
 - A call attempt is ``<tool_call>`` followed, after whitespace (and repeated ``<tool_call>`` markers,
-  and optionally a Markdown fence line such as ```` ```json ````), by ``{`` or ``[``. Otherwise the
+  and optionally a Markdown fence line such as ```` ```json ````, whose label sits on the fence's own
+  line), by ``{`` or ``[``. Otherwise the
   tag is prose (so ``<tool_call>42</tool_call>`` is text). ``<tool_call>`` followed by nothing but
   whitespace (or a fence line, or a cut-off repeated tag) up to the end is a cut-off attempt.
 - A value ends where its JSON structure closes (string-aware for ``"..."`` and ``'...'``), never at a

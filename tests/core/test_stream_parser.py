@@ -244,3 +244,19 @@ def test_only_a_short_tail_is_kept_between_deltas(raw: str) -> None:
         assert len(parser._hold) < len("<|end_of_text|>")
     parser.close()
     assert summary(parser.result()) == summary(parse_tool_calls(raw))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["<tool_call>", "```", "json", "\n", "No", " tool", " needed", "."],
+        list("<tool_call>```j o"),
+        ["<tool_call>```js", "on", " \n", '{"name": "f"}', "\n```", "</tool_call>"],
+        ["<tool_call>```", " ", "json", "\n", '{"name": "f"}</tool_call>'],
+    ],
+)
+def test_a_delta_ending_inside_a_fence_label_resumes_where_whole_text_would(chunks: list[str]) -> None:
+    """Issue 12 item 2: the word after a fence label was taken for the label when a delta ended after it."""
+    result, events = stream(chunks)
+    assert summary(result) == summary(parse_tool_calls("".join(chunks)))
+    check_events(result, events)
