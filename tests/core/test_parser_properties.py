@@ -290,7 +290,11 @@ def call_block_tokens(draw: st.DrawFn) -> list[str]:
         tokens.append("<tool_call>")
     tokens.append(draw(blank))
     if draw(st.integers(0, 2)):
-        tokens += ["```", draw(st.sampled_from(["", "json", "JSON", "j", "python", " json", "js"])), draw(blank)]
+        tokens += [
+            "```",
+            draw(st.sampled_from(["", "json", "JSON", "j", "python", " json", "js"])),
+            draw(blank),
+        ]
     body = draw(st.integers(0, 2))
     if body == 0:  # not a call after all: prose after the tag (or fence line)
         return tokens + draw(st.lists(prose_token, max_size=4))
