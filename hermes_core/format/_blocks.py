@@ -24,11 +24,11 @@ from hermes_core.format._json_scan import CLOSE_TAG, END, MORE, ValueScanner
 from hermes_core.format._tool_json import (
     UNDECIDED,
     DecodeError,
+    decode_prefix,
     decode_spanning_value,
     decode_value,
     invalid,
     make_calls,
-    raw_decode,
 )
 from hermes_core.types import InvalidToolCall, ToolCall, new_call_id
 
@@ -224,7 +224,7 @@ class BlockSplitter:
             if self.track and s[pos] == "{":
                 self.out.append((START, self.index, call_id))
             try:
-                value, end = raw_decode(s, pos)
+                value, end = decode_prefix(s, pos)
             except (ValueError, RecursionError):
                 value, end = self._value_before_close_tag(s, pos)
             if end >= 0:  # decoded without scanning; the same value and end the scanner would find

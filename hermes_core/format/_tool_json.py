@@ -20,12 +20,54 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    """Refuse numbers that overflow to infinity (``1e999``): ``json.dumps(allow_nan=False)`` would fail."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is too large to be finite")
+    return value
+
+
 # strict=False lets raw control characters (newlines, tabs) appear inside strings, as models write them.
 _DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant)
-raw_decode = _DECODER.raw_decode
+
+# decode_prefix: first window, and how close to a window's end a failure must be to mean "cut by it".
+_WINDOW = 512
+_NEAR_END = 16
+
+
+def decode_prefix(text: str, pos: int) -> tuple[Any, int]:
+    """``raw_decode(text, pos)``: the JSON value starting at ``pos`` and the index just past it.
+
+    Same result and same exception type, but the work is bounded by the value's own length: the
+    decoder builds its error message by counting lines from the start of the string it was given, so
+    repeated failed attempts deep into a long text would cost quadratic time. Decoding a growing window
+    that starts at ``pos`` keeps every count local. A JSON parse never looks past the end of the value,
+    so a window gives the whole text's answer unless the window's own end cut the value; that shows as a
+    failure within a few characters of the end (or an unterminated string), and then the window doubles.
+    """
+    n = len(text)
+    size = _WINDOW
+    while True:
+        end = pos + size
+        if end >= n:
+            value, stop = _DECODER.raw_decode(text[pos:] if pos else text)
+            return value, pos + stop
+        window = text[pos:end]
+        try:
+            value, stop = _DECODER.raw_decode(window)
+        except json.JSONDecodeError as exc:
+            if exc.pos < size - _NEAR_END and not exc.msg.startswith("Unterminated string"):
+                raise
+        else:
+            return value, pos + stop
+        size *= 2
+
 
 _HAS_TRAILING_COMMA = re.compile(r",\s*[}\]]").search
-_STRING_OR_TRAILING_COMMA = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|,(\s*[}\]])', re.DOTALL)
+# A string token runs to its closing quote or, when there is none, to the end of the text: a failed match
+# must never be retried from every quote inside the string (that costs quadratic time).
+_STRING_OR_TRAILING_COMMA = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|,(\s*[}\]])', re.DOTALL)
 # ast.literal_eval recurses in C; refuse depths that could exhaust the interpreter's stack.
 _MAX_LITERAL_DEPTH = 200
 
@@ -91,13 +133,6 @@ def decode_value(text: str, max_depth: int = 0) -> Any:
 UNDECIDED = object()
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
 _PY_JSON = json.JSONDecoder(strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
 # Simple Python string literals (no backslash, no line break), bare words, and any other quote.
 _PY_TOKEN = re.compile(r'"[^"\\\n\r]*"|\'[^\'\\\n\r]*\'|(?<![\w.])[A-Za-z_]\w*|["\']')
@@ -131,7 +166,13 @@ def _python_via_json(text: str) -> Any:
         return UNDECIDED
 
 
-_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'', re.DOTALL)
+# A string, closed or running to the end of the text (group 1 or 2 is empty then); see above on why.
+_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*("?)|\'[^\'\\]*(?:\\.[^\'\\]*)*(\'?)', re.DOTALL)
+
+
+def _blank_string(match: re.Match[str]) -> str:
+    """Drop a closed string; leave a lone quote for an unclosed one (so it counts as unpaired)."""
+    return "" if match.group(1) or match.group(2) else match.group(0)[0]
 
 
 def decode_spanning_value(text: str) -> Any:
@@ -152,7 +193,7 @@ def decode_spanning_value(text: str) -> Any:
         return value
     if "'''" in text or '"""' in text:
         return UNDECIDED
-    bare = _STRING_TOKEN.sub("", text)
+    bare = _STRING_TOKEN.sub(_blank_string, text)
     if '"' in bare or "'" in bare or "#" in bare or bare.count("{") + bare.count("[") > _MAX_LITERAL_DEPTH:
         return UNDECIDED
     try:
@@ -243,8 +284,9 @@ def invalid(raw: str, error: str, call_id: str) -> InvalidToolCall:
     return InvalidToolCall(raw=raw, error=error, name=recover_name(raw), id=call_id)
 
 
+# Strings (an unclosed one runs to the end, see _STRING_OR_TRAILING_COMMA), punctuation, other runs.
 _TOKEN = re.compile(
-    r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|[{}\[\]:,]|[^"\'{}\[\]:,]+|["\']', re.DOTALL
+    r'"[^"\\]*(?:\\.[^"\\]*)*"?|\'[^\'\\]*(?:\\.[^\'\\]*)*\'?|[{}\[\]:,]|[^"\'{}\[\]:,]+', re.DOTALL
 )
 
 
