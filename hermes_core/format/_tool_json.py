@@ -29,7 +29,7 @@ def _finite_float(text: str) -> float:
 
 
 # strict=False lets raw control characters (newlines, tabs) appear inside strings, as models write them.
-_DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
 
 # decode_prefix: first window, and how close to a window's end a failure must be to mean "cut by it".
 _WINDOW = 512
@@ -247,8 +247,45 @@ def _arguments(call: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     return None, f"tool call arguments must be an object, got {_describe(args)}"
 
 
-def make_call(item: Any, raw: str, call_id: str) -> ToolCall | InvalidToolCall:
-    """Normalise one decoded call value into a ToolCall, or an InvalidToolCall saying what is wrong."""
+# Where a surrogate code point can come from: a \u / \U escape (JSON or Python) or a raw one in the text.
+_MAY_HOLD_SURROGATE = re.compile("\\\\u[dD][89a-fA-F]|\\\\U0000[dD][89a-fA-F]|[\ud800-\udfff]").search
+_SURROGATE = re.compile("[\ud800-\udfff]").search
+_LONE_SURROGATE = re.compile("[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]").search
+
+
+def _join_surrogates(value: Any) -> Any:
+    """Join surrogate pairs left as two characters (Python literals keep them apart); refuse a lone one.
+
+    JSON already joins an escaped pair into one character; a lone surrogate is no character at all and
+    cannot be encoded as UTF-8, so the call is refused rather than silently changed.
+    """
+    if isinstance(value, str):
+        if _SURROGATE(value) is None:
+            return value
+        lone = _LONE_SURROGATE(value)
+        if lone is not None:
+            raise DecodeError(
+                f"tool call has a lone surrogate \\u{ord(lone.group()):04x} in a string, which is not a "
+                "Unicode character (write the character itself, or a complete surrogate pair)"
+            )
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    if isinstance(value, list):
+        return [_join_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_join_surrogates(key): _join_surrogates(item) for key, item in value.items()}
+    return value
+
+
+def make_call(item: Any, raw: str, call_id: str, surrogates: bool = False) -> ToolCall | InvalidToolCall:
+    """Normalise one decoded call value into a ToolCall, or an InvalidToolCall saying what is wrong.
+
+    ``surrogates``: the raw text may hold surrogate code points, so strings are checked for them.
+    """
+    if surrogates:
+        try:
+            item = _join_surrogates(item)
+        except DecodeError as exc:
+            return invalid(raw, str(exc), call_id)
     if not isinstance(item, dict):
         return InvalidToolCall(
             raw=raw,
@@ -263,19 +300,25 @@ def make_call(item: Any, raw: str, call_id: str) -> ToolCall | InvalidToolCall:
     args, error = _arguments(item)
     if args is None:
         return InvalidToolCall(raw=raw, error=error, name=clean_name, id=call_id)
+    if surrogates:
+        try:  # arguments given as a JSON string were only decoded just now
+            args = _join_surrogates(args)
+        except DecodeError as exc:
+            return InvalidToolCall(raw=raw, error=str(exc), name=clean_name, id=call_id)
     return ToolCall(name=clean_name, arguments=args, id=call_id)
 
 
 def make_calls(value: Any, raw: str, first_id: str) -> list[ToolCall | InvalidToolCall]:
     """Normalise a decoded block value: an object is one call, a list is one call per element."""
+    surrogates = _MAY_HOLD_SURROGATE(raw) is not None
     if not isinstance(value, list):
-        return [make_call(value, raw, first_id)]
+        return [make_call(value, raw, first_id, surrogates)]
     if not value:
         return [InvalidToolCall(raw=raw, error="tool call is an empty list: no call in it", id=first_id)]
     calls = []
     for position, item in enumerate(value):
         item_raw = json.dumps(item, ensure_ascii=False)
-        calls.append(make_call(item, item_raw, first_id if position == 0 else new_call_id()))
+        calls.append(make_call(item, item_raw, first_id if position == 0 else new_call_id(), surrogates))
     return calls
 
 

@@ -162,6 +162,11 @@ garbage_pieces = st.sampled_from(
         ")",
         "{'name': 'f', 'arguments': {",
         '{"name": "f", "arguments": {',
+        "1e999",
+        "-1E400",
+        "\\ud800",
+        "\\ud83d\\ude00",
+        "\\U0000dc00",
     ]
 )
 garbage = st.lists(garbage_pieces | st.text(max_size=5), max_size=40).map("".join)

@@ -60,6 +60,8 @@ def check_events(result: ParsedResponse, events: list[StreamEvent], raw: str | N
     """
     text = "".join(event.text for event in events if event.type == "text")
     assert text == result.content  # so no text event carries any part of a call block
+    for call in result.tool_calls:  # what the policy refuses (inf, NaN, lone surrogates) never gets here
+        json.dumps(call.arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")
     assert all(event.text for event in events if event.type == "text")
     if "<tool_call" not in result.content:
         assert not any("<tool_call" in event.text for event in events)
