@@ -22,6 +22,7 @@ from typing import Any
 
 from hermes_core.format._json_scan import CLOSE_TAG, END, MORE, ValueScanner
 from hermes_core.format._tool_json import (
+    DIRECT_DECODE,
     UNDECIDED,
     DecodeError,
     decode_prefix,
@@ -54,6 +55,7 @@ class BlockSplitter:
     __slots__ = (
         "call_id",
         "close_at",
+        "close_hinted",
         "close_tried",
         "fenced",
         "held",
@@ -79,6 +81,7 @@ class BlockSplitter:
         self.call_id = ""
         self.close_at = -2  # position of the next </tool_call> in the current text (-1: none, -2: unknown)
         self.close_tried = -1  # a </tool_call> position the shortcut already failed for
+        self.close_hinted = -1  # a </tool_call> position already used as a decode window's end
         self.index = 0  # index of the next call attempt
         self.out: list[Item] = []
 
@@ -87,6 +90,7 @@ class BlockSplitter:
         out = self.out = []
         self.close_at = -2
         self.close_tried = -1
+        self.close_hinted = -1
         if self.pending:
             text = self.pending + text
             self.pending = ""
@@ -224,7 +228,8 @@ class BlockSplitter:
             if self.track and s[pos] == "{":
                 self.out.append((START, self.index, call_id))
             try:
-                value, end = decode_prefix(s, pos)
+                hint = self._window_hint(s, pos) if pos > DIRECT_DECODE else 0
+                value, end = decode_prefix(s, pos, hint)
             except (ValueError, RecursionError):
                 value, end = self._value_before_close_tag(s, pos)
             if end >= 0:  # decoded without scanning; the same value and end the scanner would find
@@ -281,14 +286,31 @@ class BlockSplitter:
             return [invalid(raw, error, self.call_id)]
         return make_calls(value, raw, self.call_id)
 
+    def _next_close_tag(self, s: str, pos: int) -> int:
+        """Position of the first ``</tool_call>`` at or after ``pos`` (-1: none); each search is cached."""
+        close = self.close_at
+        if close == -2 or 0 <= close < pos:
+            close = self.close_at = s.find(CLOSE_TAG, pos)
+        return close
+
+    def _window_hint(self, s: str, pos: int) -> int:
+        """How much text to decode the value at ``pos`` from first: up to the next ``</tool_call>``.
+
+        A value usually ends just before that tag, so one decode suffices. Each tag serves as a hint
+        once; the stretches up to distinct tags do not overlap, so the hints cost linear work in all.
+        """
+        close = self._next_close_tag(s, pos)
+        if close < 0 or close == self.close_hinted:
+            return 0
+        self.close_hinted = close
+        return close - pos
+
     def _value_before_close_tag(self, s: str, pos: int) -> tuple[Any, int]:
         """Decode a non-JSON value that spans everything up to the next ``</tool_call>``, if it does.
 
         Returns ``(value, end)``, or ``(None, -1)`` when the scanner must decide.
         """
-        close = self.close_at
-        if close == -2 or 0 <= close < pos:
-            close = self.close_at = s.find(CLOSE_TAG, pos)
+        close = self._next_close_tag(s, pos)
         if close < 0 or close == self.close_tried:  # at most one try per tag keeps the work linear
             return None, -1
         candidate = s[pos:close].rstrip()

@@ -31,23 +31,30 @@ def _finite_float(text: str) -> float:
 # strict=False lets raw control characters (newlines, tabs) appear inside strings, as models write them.
 _DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
 
-# decode_prefix: first window, and how close to a window's end a failure must be to mean "cut by it".
+# decode_prefix: up to which position the whole text is decoded directly (a failure then counts at most
+# this many characters), the first window after it, and how close to a window's end a failure must be
+# to mean "cut by the window".
+DIRECT_DECODE = 2048
 _WINDOW = 512
 _NEAR_END = 16
 
 
-def decode_prefix(text: str, pos: int) -> tuple[Any, int]:
+def decode_prefix(text: str, pos: int, hint: int = 0) -> tuple[Any, int]:
     """``raw_decode(text, pos)``: the JSON value starting at ``pos`` and the index just past it.
 
-    Same result and same exception type, but the work is bounded by the value's own length: the
-    decoder builds its error message by counting lines from the start of the string it was given, so
-    repeated failed attempts deep into a long text would cost quadratic time. Decoding a growing window
+    Same result and same exception type, but the work is bounded by the value's own length (plus a
+    constant): the decoder builds its error message by counting lines from the start of the string it
+    was given, so repeated failed attempts deep into a long text would cost quadratic time. Decoding a growing window
     that starts at ``pos`` keeps every count local. A JSON parse never looks past the end of the value,
     so a window gives the whole text's answer unless the window's own end cut the value; that shows as a
     failure within a few characters of the end (or an unterminated string), and then the window doubles.
+    ``hint``: where the value probably ends (the caller's guess, relative to ``pos``); the first window
+    reaches a little past it. Near the start of the text (the usual case) the text is decoded directly.
     """
+    if pos <= DIRECT_DECODE:
+        return _DECODER.raw_decode(text, pos)
     n = len(text)
-    size = _WINDOW
+    size = max(_WINDOW, hint + _NEAR_END + 1)
     while True:
         end = pos + size
         if end >= n:
@@ -247,10 +254,25 @@ def _arguments(call: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     return None, f"tool call arguments must be an object, got {_describe(args)}"
 
 
-# Where a surrogate code point can come from: a \u / \U escape (JSON or Python) or a raw one in the text.
-_MAY_HOLD_SURROGATE = re.compile("\\\\u[dD][89a-fA-F]|\\\\U0000[dD][89a-fA-F]|[\ud800-\udfff]").search
-_SURROGATE = re.compile("[\ud800-\udfff]").search
+# Where a surrogate code point can come from: a \\u / \\U escape (JSON or Python) or a raw one in the text.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]").search
 _LONE_SURROGATE = re.compile("[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]").search
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a surrogate code point (UTF-8 cannot encode one); fast in C."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _may_hold_surrogate(raw: str) -> bool:
+    """Whether decoding ``raw`` can give a surrogate: only through an escape or a raw one."""
+    return _SURROGATE_ESCAPE(raw) is not None or _has_surrogate(raw)
 
 
 def _join_surrogates(value: Any) -> Any:
@@ -260,7 +282,7 @@ def _join_surrogates(value: Any) -> Any:
     cannot be encoded as UTF-8, so the call is refused rather than silently changed.
     """
     if isinstance(value, str):
-        if _SURROGATE(value) is None:
+        if not _has_surrogate(value):
             return value
         lone = _LONE_SURROGATE(value)
         if lone is not None:
@@ -310,7 +332,7 @@ def make_call(item: Any, raw: str, call_id: str, surrogates: bool = False) -> To
 
 def make_calls(value: Any, raw: str, first_id: str) -> list[ToolCall | InvalidToolCall]:
     """Normalise a decoded block value: an object is one call, a list is one call per element."""
-    surrogates = _MAY_HOLD_SURROGATE(raw) is not None
+    surrogates = _may_hold_surrogate(raw)
     if not isinstance(value, list):
         return [make_call(value, raw, first_id, surrogates)]
     if not value:
