@@ -153,7 +153,7 @@ def main() -> None:
     import torch
 
     from hermes_core import Message
-    from hermes_core.engines.local.engine import HermesEngine
+    from hermes_core.engines.local.hermes_engine import HermesEngine
 
     if args.threads:
         torch.set_num_threads(args.threads)

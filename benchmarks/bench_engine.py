@@ -180,7 +180,7 @@ def child_memory(name: str) -> dict[str, Any]:
     quiet_libraries()
     import torch
 
-    import hermes_core.engines.local.engine  # noqa: F401  (the import floor every configuration pays)
+    import hermes_core.engines.local.hermes_engine  # noqa: F401  (the import floor every configuration pays)
 
     if name == "imports":
         import transformers  # noqa: F401
@@ -352,7 +352,7 @@ class ConfigRuns:
 
 def make_engine(loaded: Any, prefix_cache: bool) -> Any:
     """A fresh engine over already-loaded weights."""
-    from hermes_core.engines.local.engine import HermesEngine
+    from hermes_core.engines.local.hermes_engine import HermesEngine
 
     return HermesEngine(loaded, prefix_cache=prefix_cache)
 
@@ -436,7 +436,7 @@ def grammar_overhead(loaded: Any, name: str, repeats: int, new_tokens: int) -> G
     from hermes_core.format.tool_choice import NormalizedToolChoice
 
     engine = make_engine(loaded, prefix_cache=False)
-    grammars = engine._grammars()
+    grammars = engine.engine.grammars()
     grammar = grammars.for_tools(REALISTIC_TOOLS, NormalizedToolChoice("required"), True)
     prompt = engine._prepare([Message("user", ASK_EMAIL)], tools=REALISTIC_TOOLS, tool_choice="required")
     ids = prompt.prompt_ids
@@ -507,10 +507,12 @@ def engine_overhead(loaded: Any, name: str, repeats: int, new_tokens: int) -> li
     inner: list[float] = []  # seconds spent inside model.generate during one engine call
     for label, messages, options in cases:
         req = engine._prepare(messages, **options)
-        grammars = engine._grammars() if req.grammar is not None else None
+        grammars = engine.engine.grammars() if req.request.constraint is not None else None
 
         def bare(req: Any = req, grammars: Any = grammars) -> list[int]:
-            processors = [grammars.logits_processor(req.grammar)] if grammars is not None else []
+            processors = (
+                [grammars.logits_processor(req.request.constraint.compiled)] if grammars is not None else []
+            )
             return bare_generate(loaded, req.prompt_ids, req.max_new_tokens, processors=processors)[0]
 
         def run_engine(messages: list[Any] = messages, options: dict[str, Any] = options) -> Any:
@@ -532,14 +534,14 @@ def engine_overhead(loaded: Any, name: str, repeats: int, new_tokens: int) -> li
                 finally:
                     inner.append(time.perf_counter() - start)
 
-            original_prefill = engine._prefill
+            original_prefill = engine.engine._prefill
             model.generate = timed_generate
-            engine._prefill = timed_prefill
+            engine.engine._prefill = timed_prefill
             try:
                 return engine.generate(messages, **options)
             finally:
                 del model.generate
-                del engine._prefill
+                del engine.engine._prefill
 
         bare(), run_engine()  # warm-up
         engine_times: list[float] = []

@@ -1,8 +1,10 @@
 """hermes_core: the framework-free heart of hermes-function-calling.
 
 Laid out by layer: ``format/`` (tool specs, prompts, ChatML rendering, the whole and streaming tool-call
-parser, validation, tool choice), ``grammar`` (xgrammar constraints), ``engines/local/`` (transformers:
-loading, quantization, caches, with the CPU kernels in ``engines/local/cpu/``). The public API is
+parser, validation, tool choice), ``grammar`` (xgrammar constraints), ``frontend`` (the request frontend:
+prompt, constraint, detokenization, parsing, validation, over any engine), ``engines/base`` (the engine
+interface), ``engines/local/`` (transformers: generation, loading, quantization, caches, with the CPU
+kernels in ``engines/local/cpu/``). The public API is
 re-exported here; names are imported lazily so that ``import hermes_core`` stays cheap (no torch until needed).
 """
 
@@ -47,9 +49,17 @@ _EXPORTS: dict[str, str] = {
     # engine
     "load_model": "hermes_core.engines.local.loading",
     "LoadedModel": "hermes_core.engines.local.loading",
-    "HermesEngine": "hermes_core.engines.local.engine",
-    "load_engine": "hermes_core.engines.local.engine",
-    "get_engine": "hermes_core.engines.local.engine",
+    "HermesEngine": "hermes_core.engines.local.hermes_engine",
+    "load_engine": "hermes_core.engines.local.hermes_engine",
+    "get_engine": "hermes_core.engines.local.hermes_engine",
+    "LocalEngine": "hermes_core.engines.local.engine",
+    # frontend and engine interface
+    "Frontend": "hermes_core.frontend",
+    "REQUEST_OPTIONS": "hermes_core.frontend",
+    "Engine": "hermes_core.engines.base",
+    "GenerationRequest": "hermes_core.engines.base",
+    "EngineOutput": "hermes_core.engines.base",
+    "Constraint": "hermes_core.engines.base",
 }
 
 __all__ = sorted(_EXPORTS)

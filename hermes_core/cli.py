@@ -229,7 +229,7 @@ def load_chat_engine(
     model: str | None, quantization: str | None, *, constrained: bool, err: TextIO, **options: Any
 ) -> Any:
     """Load the engine, telling the user (on ``err``) what is loading and about the one-time conversion."""
-    from hermes_core.engines.local.engine import load_engine
+    from hermes_core.engines.local.hermes_engine import load_engine
     from hermes_core.engines.local.loading import EMBEDDED_NAME
 
     note = first_run_note(model)

@@ -97,7 +97,7 @@ def run_demo(
     threads: int | None = None,
 ) -> int:
     """Run the four steps and print them; returns the exit status (0 when a tool ran and the model answered)."""
-    from hermes_core.engines.local.engine import load_engine
+    from hermes_core.engines.local.hermes_engine import load_engine
     from hermes_core.engines.local.loading import EMBEDDED_NAME
     from hermes_core.types import Message
 

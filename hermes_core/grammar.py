@@ -1,8 +1,10 @@
 """Grammar-constrained decoding for Hermes tool calls and JSON mode, built on xgrammar.
 
-A ``GrammarCache`` is made once per loaded model. ``for_tools`` / ``for_json`` compile (and cache)
-an ``xgrammar.CompiledGrammar`` for a request; ``logits_processor`` wraps one in a fresh
-``transformers.LogitsProcessor`` for a single ``model.generate`` call. See
+A ``GrammarCache`` is made once per loaded model. ``tools_constraint`` / ``json_constraint`` build (and
+cache) a request's ``Constraint``: the xgrammar ``CompiledGrammar`` with the source it was built from
+(``for_tools`` / ``for_json`` return the compiled part); ``logits_processor`` wraps one in a fresh
+``transformers.LogitsProcessor`` for a single ``model.generate`` call. ``tool_call_constraint`` /
+``json_constraint`` give the source alone, for engines that compile nothing locally. See
 ``docs/constrained-decoding.md`` for the grammar shapes and measured costs.
 """
 
@@ -21,6 +23,7 @@ import transformers
 import xgrammar as xgr
 from xgrammar import structural_tag as st
 
+from hermes_core.engines.base import Constraint
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.format.tool_choice import NormalizedToolChoice
 
@@ -171,11 +174,68 @@ def tool_call_tag(
     )
 
 
+@dataclass(frozen=True)
+class Reasoning:
+    """A reasoning block the reply may open with (``<think>...</think>``), and the most tokens it may hold.
+
+    xgrammar counts the tokens inside the block (``AnyTextFormat(max_tokens=...)``): once ``budget`` are
+    spent, the only tokens it allows are those spelling the closing tag, so the constrained part always
+    gets its turn.
+    """
+
+    open: str
+    close: str
+    budget: int
+
+
+REASONING_GAP = "[ \\n]{0,3}"
+"""Whitespace allowed between a reasoning block's closing tag and what follows it."""
+
+
+def reasoning_prefix(reasoning: Reasoning) -> st.OptionalFormat:
+    """An optional reasoning block, bounded by its token budget, then a little whitespace."""
+    block = st.TagFormat(
+        begin=reasoning.open, content=st.AnyTextFormat(max_tokens=reasoning.budget), end=reasoning.close
+    )
+    return st.OptionalFormat(
+        content=st.SequenceFormat(elements=[block, st.RegexFormat(pattern=REASONING_GAP)])
+    )
+
+
+def _after_reasoning(fmt: st.Format, reasoning: Reasoning | None) -> st.StructuralTag:
+    """``fmt``, behind an optional reasoning block when ``reasoning`` is given."""
+    if reasoning is None:
+        return st.StructuralTag(format=fmt)
+    return st.StructuralTag(format=st.SequenceFormat(elements=[reasoning_prefix(reasoning), fmt]))
+
+
+def reasoning_structural_tag(reasoning: Reasoning) -> st.StructuralTag:
+    """A free reply behind an optional, budgeted reasoning block.
+
+    The reply may not open another reasoning block later, so the budget cannot be dodged by writing
+    the opening tag as ordinary text.
+    """
+    return _after_reasoning(st.AnyTextFormat(excludes=[reasoning.open]), reasoning)
+
+
+def _json_ebnf(schema: dict[str, Any]) -> str:
+    """Compact JSON for ``schema``; any object when it is a bare object schema."""
+    # strict mode forbids unlisted properties, but a bare object schema means "any object"
+    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
+    return json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
+
+
+def json_structural_tag(schema: dict[str, Any], reasoning: Reasoning) -> st.StructuralTag:
+    """JSON mode behind an optional, budgeted reasoning block."""
+    return _after_reasoning(st.GrammarFormat(grammar=_json_ebnf(schema)), reasoning)
+
+
 def tool_call_structural_tag(
     tools: Sequence[dict[str, Any]],
     choice: NormalizedToolChoice,
     parallel_tool_calls: bool = True,
     delimiters: CallDelimiters = TEXT_DELIMITERS,
+    reasoning: Reasoning | None = None,
 ) -> st.StructuralTag | None:
     """The structural tag constraining a reply to ``tools`` under ``choice``; None when unconstrained.
 
@@ -184,6 +244,9 @@ def tool_call_structural_tag(
     - ``auto``: free text; once ``<tool_call>`` appears the call must be valid, and after the first
       call only further calls (newline separated, if parallel) may follow before end of turn.
     - ``none``, or ``auto`` with no tools: None (no constraint).
+
+    With ``reasoning``, the reply may open with that reasoning block (at most its budget of tokens); in
+    ``auto`` the free text may not open another one.
     """
     if choice.mode == "none" or (choice.mode == "auto" and not tools):
         return None
@@ -199,14 +262,51 @@ def tool_call_structural_tag(
             triggers=[delimiters.open],
             tags=[tag],
             stop_after_first=True,
-            excludes=delimiters.free_text_excludes(),
+            excludes=delimiters.free_text_excludes() + ([reasoning.open] if reasoning else []),
         )
         if parallel_tool_calls:
             separated = st.SequenceFormat(elements=[st.ConstStringFormat(value=CALL_SEPARATOR), tag])
             fmt = st.SequenceFormat(elements=[first, st.StarFormat(content=separated)])
         else:
             fmt = first
-    return st.StructuralTag(format=fmt)
+    return _after_reasoning(fmt, reasoning)
+
+
+def tool_call_constraint(
+    tools: Sequence[dict[str, Any]],
+    choice: NormalizedToolChoice,
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+    reasoning: Reasoning | None = None,
+) -> Constraint | None:
+    """The tool-call constraint as source only (the structural tag as JSON); None when unconstrained."""
+    tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, delimiters, reasoning)
+    return None if tag is None else Constraint("structural_tag", tag.model_dump(mode="json"))
+
+
+def _json_schema_of(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON-mode schema (any object for None / ``{"type": "json_object"}``), checked to be a dict."""
+    if schema is None or schema == {"type": "json_object"}:
+        schema = {"type": "object"}
+    if not isinstance(schema, dict):
+        raise UnsupportedOptionError(f"JSON mode needs a JSON schema dict, got {type(schema).__name__}.")
+    return schema
+
+
+def json_constraint(schema: dict[str, Any] | None, reasoning: Reasoning | None = None) -> Constraint:
+    """JSON mode as source only: one JSON value valid for ``schema`` (any object when None).
+
+    With ``reasoning`` it is a structural tag: the optional reasoning block, then the JSON value.
+    """
+    schema = _json_schema_of(schema)
+    if reasoning is None:
+        return Constraint("json_schema", schema)
+    return Constraint("structural_tag", json_structural_tag(schema, reasoning).model_dump(mode="json"))
+
+
+def reasoning_constraint(reasoning: Reasoning) -> Constraint:
+    """A free reply behind an optional, budgeted reasoning block, as source only."""
+    return Constraint("structural_tag", reasoning_structural_tag(reasoning).model_dump(mode="json"))
 
 
 def _special_tokens(tokenizer: Any) -> dict[int, str]:
@@ -278,11 +378,11 @@ class GrammarCache:
         )
         self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
         self.max_entries = max_entries
-        self._cache: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._cache: OrderedDict[str, Constraint] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _cached(self, key: str, build: Any) -> xgr.CompiledGrammar:
-        """Return the grammar cached under ``key``, compiling it with ``build()`` on a miss."""
+    def _cached(self, key: str, build: Any) -> Constraint:
+        """Return the constraint cached under ``key``, compiling it with ``build()`` on a miss."""
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -299,44 +399,86 @@ class GrammarCache:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def for_tools(
-        self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool = True
-    ) -> xgr.CompiledGrammar | None:
-        """The grammar for a tool-calling request, or None when the reply is unconstrained (``none``)."""
+    def tools_constraint(
+        self,
+        tools: Sequence[dict[str, Any]],
+        choice: NormalizedToolChoice,
+        parallel_tool_calls: bool = True,
+        reasoning: Reasoning | None = None,
+    ) -> Constraint | None:
+        """The constraint of a tool-calling request, or None when the reply is unconstrained (``none``)."""
         if choice.mode == "none" or (choice.mode == "auto" and not tools):
             return None
-        key = _canonical(["tools", list(tools), choice.mode, choice.tool_name, bool(parallel_tool_calls)])
-        return self._cached(key, lambda: self._compile_tools(tools, choice, parallel_tool_calls))
+        key = _canonical(
+            ["tools", list(tools), choice.mode, choice.tool_name, bool(parallel_tool_calls), reasoning]
+        )
+        return self._cached(key, lambda: self._compile_tools(tools, choice, parallel_tool_calls, reasoning))
+
+    def for_tools(
+        self,
+        tools: Sequence[dict[str, Any]],
+        choice: NormalizedToolChoice,
+        parallel_tool_calls: bool = True,
+        reasoning: Reasoning | None = None,
+    ) -> xgr.CompiledGrammar | None:
+        """The compiled grammar for a tool-calling request, or None when the reply is unconstrained."""
+        constraint = self.tools_constraint(tools, choice, parallel_tool_calls, reasoning)
+        return None if constraint is None else constraint.compiled
 
     def _compile_tools(
-        self, tools: Sequence[dict[str, Any]], choice: NormalizedToolChoice, parallel_tool_calls: bool
-    ) -> xgr.CompiledGrammar:
+        self,
+        tools: Sequence[dict[str, Any]],
+        choice: NormalizedToolChoice,
+        parallel_tool_calls: bool,
+        reasoning: Reasoning | None,
+    ) -> Constraint:
         """Build and compile the tool-call structural tag, turning xgrammar's errors into one naming the fix."""
-        tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, self.delimiters)
+        tag = tool_call_structural_tag(tools, choice, parallel_tool_calls, self.delimiters, reasoning)
         assert tag is not None
         try:
-            return self.compiler.compile_structural_tag(tag)
+            compiled = self.compiler.compile_structural_tag(tag)
         except Exception as exc:
             raise UnsupportedOptionError(
                 f"The tool-call grammar could not be compiled ({_reason(exc)}); simplify the tools' parameter "
                 "schemas or disable constrained decoding for this request."
             ) from exc
+        return Constraint("structural_tag", tag.model_dump(mode="json"), compiled)
 
-    def for_json(self, schema: dict[str, Any] | None) -> xgr.CompiledGrammar:
-        """JSON mode: exactly one compact JSON value valid for ``schema`` (any object when None)."""
-        if schema is None or schema == {"type": "json_object"}:
-            schema = {"type": "object"}
-        if not isinstance(schema, dict):
-            raise UnsupportedOptionError(f"JSON mode needs a JSON schema dict, got {type(schema).__name__}.")
-        key = _canonical(["json", schema])
-        return self._cached(key, lambda: self._compile_json(schema))
+    def json_constraint(
+        self, schema: dict[str, Any] | None, reasoning: Reasoning | None = None
+    ) -> Constraint:
+        """JSON mode: exactly one compact JSON value valid for ``schema`` (any object when None), behind an
+        optional reasoning block when ``reasoning`` is given."""
+        source = _json_schema_of(schema)
+        return self._cached(
+            _canonical(["json", source, reasoning]), lambda: self._compile_json(source, reasoning)
+        )
 
-    def _compile_json(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
+    def for_json(
+        self, schema: dict[str, Any] | None, reasoning: Reasoning | None = None
+    ) -> xgr.CompiledGrammar:
+        """The compiled grammar of JSON mode for ``schema`` (any object when None)."""
+        return self.json_constraint(schema, reasoning).compiled
+
+    def _compile_json(self, schema: dict[str, Any], reasoning: Reasoning | None) -> Constraint:
         """Compile a JSON schema with compact separators; any object when it has no properties."""
-        # strict mode forbids unlisted properties, but a bare object schema means "any object"
-        strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
-        ebnf = json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
-        return self.compiler.compile_grammar(ebnf)
+        if reasoning is None:
+            return Constraint("json_schema", schema, self.compiler.compile_grammar(_json_ebnf(schema)))
+        tag = json_structural_tag(schema, reasoning)
+        return Constraint(
+            "structural_tag", tag.model_dump(mode="json"), self.compiler.compile_structural_tag(tag)
+        )
+
+    def reasoning_constraint(self, reasoning: Reasoning) -> Constraint:
+        """A free reply behind an optional reasoning block of at most ``reasoning.budget`` tokens."""
+
+        def build() -> Constraint:
+            tag = reasoning_structural_tag(reasoning)
+            return Constraint(
+                "structural_tag", tag.model_dump(mode="json"), self.compiler.compile_structural_tag(tag)
+            )
+
+        return self._cached(_canonical(["reasoning", reasoning]), build)
 
     def logits_processor(self, compiled: xgr.CompiledGrammar) -> GrammarLogitsProcessor:
         """A fresh processor enforcing ``compiled`` for exactly one ``generate`` call."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_core.engines.local.engine import REQUEST_OPTIONS
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.frontend import REQUEST_OPTIONS
 
 # Options the engine takes per call (``stop`` arrives as LangChain's own argument; ``max_tokens``
 # is LangChain's name for ``max_new_tokens``).

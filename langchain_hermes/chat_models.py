@@ -68,6 +68,12 @@ class ChatHermes(BaseChatModel):
     """Constrain tool calls and JSON output with a grammar (xgrammar)."""
     prefix_cache: bool = True
     """Reuse the KV cache of a shared prompt prefix across calls."""
+    variant: str = "auto"
+    """Prompt family (``hermes_core.format.variants``): ``"auto"`` reads the model's chat template."""
+    reasoning: bool | None = None
+    """Let a reasoning model think first (None = its family's default; see docs/model-variants.md)."""
+    reasoning_budget: int | None = Field(default=None, ge=1)
+    """Most tokens the reasoning block may take (None = half of max_new_tokens)."""
     streaming: bool = False
     """Whether ``invoke`` streams internally (so callbacks see tokens)."""
 
@@ -161,6 +167,8 @@ class ChatHermes(BaseChatModel):
         options = {key: value for key, value in options.items() if value is not None}
         if not self.prefix_cache:
             options["prefix_cache"] = False
+        if self.variant != "auto":
+            options["variant"] = self.variant
         return options
 
     def _get_engine(self, model: str | None = None) -> Any:
@@ -193,6 +201,8 @@ class ChatHermes(BaseChatModel):
             "seed": self.seed,
             "constrained": self.constrained,
             "stop": self.stop or None,
+            "reasoning": self.reasoning,
+            "reasoning_budget": self.reasoning_budget,
         }
         return engine_options(defaults, stop, kwargs)
 

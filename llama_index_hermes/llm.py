@@ -41,8 +41,8 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import PydanticProgramMode
 
-from hermes_core.engines.local.engine import REQUEST_OPTIONS
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.frontend import REQUEST_OPTIONS
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
 from llama_index_hermes._streaming import ChunkBuilder
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from llama_index.core.prompts.base import BasePromptTemplate
     from llama_index.core.tools.types import BaseTool
 
-    from hermes_core.engines.local.engine import HermesEngine
+    from hermes_core.engines.local.hermes_engine import HermesEngine
 
 dispatcher = instrument.get_dispatcher(__name__)
 
@@ -99,6 +99,15 @@ class HermesLLM(FunctionCallingLLM):
     prefix_cache: bool = Field(
         default=True, description="Reuse the KV cache of a shared prompt prefix across calls."
     )
+    variant: str = Field(default="auto", description="Prompt family; 'auto' reads the model's chat template.")
+    reasoning: bool | None = Field(
+        default=None, description="Let a reasoning model think first (None = its default)."
+    )
+    reasoning_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens the reasoning block may take (None = half of max_new_tokens).",
+    )
     context_window: int | None = Field(
         default=None, gt=0, description="Override the context window reported before the model is loaded."
     )
@@ -135,6 +144,8 @@ class HermesLLM(FunctionCallingLLM):
         options = {name: value for name, value in options.items() if value is not None}
         if not self.prefix_cache:
             options["prefix_cache"] = False
+        if self.variant != "auto":
+            options["variant"] = self.variant
         return options
 
     @property
@@ -194,6 +205,8 @@ class HermesLLM(FunctionCallingLLM):
             "stop": self.stop,
             "seed": self.seed,
             "constrained": self.constrained,
+            "reasoning": self.reasoning,
+            "reasoning_budget": self.reasoning_budget,
         }
         options = {name: value for name, value in {**defaults, **kwargs}.items() if value is not None}
         if options.get("tools"):

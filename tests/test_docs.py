@@ -126,14 +126,21 @@ def test_readme_starts_with_exactly_two_commands() -> None:
     assert re.search(r"-m pytest\b", install_and_test)
 
 
-def test_ci_runs_the_readme_test_command() -> None:
+def test_ci_runs_the_readme_commands_in_a_fresh_clone() -> None:
+    """.ci/run clones into an empty temp folder and runs exactly the README's two commands there."""
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    extract = re.search(r"test_command=\$\((awk .*?)\)\n", script)
-    assert extract, "could not find the README extraction in .ci/run"
-    proc = subprocess.run(
-        ["bash", "-c", extract.group(1)], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert proc.stdout.strip() == readme_first_code_block()[1]
+    helper = re.search(r"^readme_line\(\) \{.*\}$", script, flags=re.MULTILINE)
+    assert helper, "could not find the README extraction (readme_line) in .ci/run"
+    assert re.search(r"git clone .*\$workdir", script) and "mktemp -d" in script
+    for line, expected in enumerate(readme_first_code_block()[:2], start=1):
+        proc = subprocess.run(
+            ["bash", "-c", f"repo={ROOT}; {helper.group(0)}; readme_line {line}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert proc.stdout.strip() == expected
+        assert f"readme_line {line})" in script
 
 
 def readme_python_block(heading: str) -> str:

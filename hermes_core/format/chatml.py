@@ -1,5 +1,9 @@
 """Renders whole conversations as Hermes ChatML, split into structure and untrusted-content segments.
 
+This is the layout of Hermes 2 Pro's model-card format, the default; other families (Hermes 3's
+``tool_use`` template, Hermes 4, Qwen2.5/Qwen3) change the system turn, the tool-result turn and the
+generation prompt through their ``variants.ChatVariant``, with the same structure/content split.
+
 Layout (``S`` = structure, special; ``C`` = content, tokenized with ``split_special_tokens=True``)::
 
     S<|im_start|>system\\n  [tools or JSON-mode prompt]  [S\\n\\n]  C<caller's system text>  S<|im_end|>\\n
@@ -33,11 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.format.prompts import (
-    PromptSegment,
-    json_schema_system_prompt_segments,
-    tools_system_prompt_segments,
-)
+from hermes_core.format.prompts import PromptSegment, response_schema
+from hermes_core.format.tool_specs import to_tool_specs
+from hermes_core.format.variants import ChatVariant, get_variant, raw_tool_content
 from hermes_core.types import Message, ToolCall, new_call_id
 
 __all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
@@ -140,48 +142,41 @@ def render_conversation(
     tools: Sequence[Any] | None = None,
     response_format: Any = None,
     add_generation_prompt: bool = True,
+    variant: str | ChatVariant | None = None,
+    reasoning: bool | None = None,
 ) -> RenderedPrompt:
-    """Render ``messages`` (plus the tools or JSON-mode system prompt) as Hermes ChatML segments."""
+    """Render ``messages`` (plus the tools or JSON-mode system prompt) as Hermes ChatML segments.
+
+    ``variant`` picks the family's layout (``hermes_core.format.variants``; None = Hermes 2 Pro's model
+    card format described above); ``reasoning`` switches the family's reasoning prompt on or off (None =
+    the family's default).
+    """
     if tools and response_format is not None:
         raise UnsupportedOptionError(
             "Pass either tools or response_format to render_conversation, not both (JSON mode has no tools)."
         )
+    chat = get_variant(variant)
+    thinking = chat.resolve_reasoning(reasoning)
     msgs = to_messages(messages)
-    segments: list[PromptSegment] = []
-    lead: list[PromptSegment] = []
-    if tools:
-        lead = tools_system_prompt_segments(tools)
-    elif response_format is not None:
-        lead = json_schema_system_prompt_segments(response_format)
+    specs = to_tool_specs(tools) if tools else []
+    schema = response_schema(response_format) if response_format is not None else None
 
-    start = 0
-    system_texts: list[str] = []
-    while start < len(msgs) and msgs[start].role == "system":
-        system_texts.append(_text(msgs[start], start))
-        start += 1
-    if lead or system_texts:
-        segments.append(_s(f"{IM_START}system\n"))
-        segments.extend(lead)
-        if lead and system_texts:
-            segments.append(_s("\n\n"))
-        if system_texts:
-            segments.append(_c("\n\n".join(system_texts)))
-        segments.append(_s(f"{IM_END}\n"))
+    leading: list[str] = []
+    while len(leading) < len(msgs) and msgs[len(leading)].role == "system":
+        leading.append(_text(msgs[len(leading)], len(leading)))
+    segments, start = chat.system_turns(specs, schema, leading, thinking)
 
     call_names: dict[str, str] = {}
     index = start
     while index < len(msgs):
         msg = msgs[index]
         if msg.role == "tool":
-            segments.append(_s(f"{IM_START}tool\n"))
-            first = True
+            responses: list[tuple[list[PromptSegment], str]] = []
             while index < len(msgs) and msgs[index].role == "tool":
-                if not first:
-                    segments.append(_s("\n"))
-                segments.extend(_tool_response(msgs[index], index, call_names))
-                first = False
+                block = _tool_response(msgs[index], index, call_names) if chat.names_tool_results() else []
+                responses.append((block, raw_tool_content(msgs[index].content)))
                 index += 1
-            segments.append(_s(f"{IM_END}\n"))
+            segments.extend(chat.tool_turn(responses, ends_conversation=index == len(msgs)))
             continue
         segments.append(_s(f"{IM_START}{msg.role}\n"))
         if msg.role == "assistant":
@@ -193,7 +188,7 @@ def render_conversation(
         segments.append(_s(f"{IM_END}\n"))
         index += 1
     if add_generation_prompt:
-        segments.append(_s(f"{IM_START}assistant\n"))
+        segments.extend(chat.generation_prompt(thinking))
     return RenderedPrompt([seg for seg in segments if seg.text])
 
 

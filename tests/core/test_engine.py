@@ -168,7 +168,8 @@ def test_cancelling_during_the_prompt_prefill_skips_generation(tiny_model_dir):
     system = Message("system", "Be brief and exact. " * 6)
     conversation = [system, Message("user", "Hi"), Message("assistant", "Hello.")]
     conversation += [Message("user", "Weather in Lima?")]
-    cancel = threading.Event()
+    request = engine._prepare(conversation, constrained=False).request
+    cancel = request.cancel
     forward = engine.model.forward
     calls = []
 
@@ -179,10 +180,10 @@ def test_cancelling_during_the_prompt_prefill_skips_generation(tiny_model_dir):
 
     engine.model.forward = forward_then_cancel
     try:
-        generated = engine._run_generate(engine._prepare(conversation, constrained=False), cancel)
+        outputs = list(engine.engine.generate(request))
     finally:
         del engine.model.forward
-    assert generated.cancelled and generated.token_ids == []
+    assert [(o.token_ids, o.finish_reason) for o in outputs] == [([], "cancelled")]
     assert len(calls) == 1  # the second chunk and generate never ran
     engine.generate([system, Message("user", "Weather in Quito?")], constrained=False)
     assert engine.stats.last_reused_prefix_tokens == calls[0]  # the chunk computed before leaving is kept
@@ -250,6 +251,7 @@ def test_prompts_are_chunked_after_the_system_turn_and_at_assistant_turns(engine
     assert len(turns) == 5  # system, user, assistant, user, the generation header
     # After the system turn, at the assistant turn; the generation header stays with the last user turn.
     assert chunk_starts(ids, im_start, engine._assistant_ids) == [turns[1], turns[2]]
+    assert engine._prepare(conversation).request.chunk_starts == [turns[1], turns[2]]  # what the engine gets
 
 
 def _stored_kv(engine: HermesEngine):
@@ -313,14 +315,26 @@ async def test_async_generate_and_stream_do_not_block_the_loop(engine):
     assert events[-1].result.raw_text == result.raw_text
 
 
+async def test_async_stream_cut_by_a_stop_string_still_ends_with_the_result(engine):
+    text = engine.generate(ASK, max_new_tokens=30, **PROSE).content
+    assert len(text) > 28, "the check below needs long prose"
+    for start in range(2, 28, 3):
+        stop = text[start : start + 2]
+        events = [e async for e in engine.astream(ASK, max_new_tokens=30, stop=[stop], **PROSE)]
+        assert events[-1].type == "end"
+        assert (
+            events[-1].result.content == engine.generate(ASK, max_new_tokens=30, stop=[stop], **PROSE).content
+        )
+
+
 async def test_async_stream_cancel_stops_generation(engine):
     agen = engine.astream(ASK, max_new_tokens=120, **PROSE)
     await agen.__anext__()
     await agen.aclose()
     deadline = time.monotonic() + 5
-    while engine._lock.locked() and time.monotonic() < deadline:
+    while engine.engine._lock.locked() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    assert not engine._lock.locked()
+    assert not engine.engine._lock.locked()
     assert engine.stats.last_completion_tokens <= 30
 
 
@@ -369,7 +383,7 @@ def test_get_engine_keys_fill_in_defaults(tiny_model_dir):
 
 
 def test_model_imitating_a_tool_turn_is_stopped(engine):
-    from hermes_core.engines.local.engine import TOOL_RESPONSE_TAG
+    from hermes_core.frontend import TOOL_RESPONSE_TAG
 
     request = engine._prepare(ASK, tools=[WEATHER_TOOL], stop=["END"])
     assert request.stop == ["END", TOOL_RESPONSE_TAG]

@@ -548,3 +548,27 @@ def test_smollm2_json_mode_matches_pydantic_schema(smol):
     ]
     text = finished(smol_generate(smol, messages, smol[2].for_json(schema), max_new_tokens=40))
     City.model_validate_json(text)
+
+
+def test_constraints_keep_the_source_they_were_compiled_from(tiny):
+    from xgrammar import structural_tag as st
+
+    from hermes_core.grammar import json_constraint, tool_call_constraint
+
+    cache = tiny[2]
+    tools = cache.tools_constraint(TOOLS, REQUIRED, True)
+    assert tools.kind == "structural_tag" and tools.compiled is cache.for_tools(TOOLS, REQUIRED, True)
+    recompiled = cache.compiler.compile_structural_tag(st.StructuralTag.model_validate(tools.source))
+    good = call(tiny, '{"name": "get_weather", "arguments": {"city": "Lima", "unit": "celsius"}}')
+    bad = call(tiny, '{"name": "get_weather", "arguments": {"city": "Lima"}}')
+    assert accepts(recompiled, good) and not accepts(recompiled, bad)
+    json_mode = cache.json_constraint(None)
+    assert (json_mode.kind, json_mode.source) == ("json_schema", {"type": "object"})
+    assert json_mode.compiled is cache.for_json({"type": "json_object"})
+    # Source only (an engine that compiles nothing): call tags spelled as text, nothing compiled.
+    wire = tool_call_constraint(TOOLS, REQUIRED, True)
+    assert wire.compiled is None and '"begin":"<tool_call>\\n"' in json.dumps(
+        wire.source, separators=(",", ":")
+    )
+    assert tool_call_constraint(TOOLS, NormalizedToolChoice("none"), True) is None
+    assert json_constraint(None).source == {"type": "object"}

@@ -103,6 +103,6 @@ def test_engine_prefills_and_stores_growing_caches(tiny_model_dir):
     (_, stored), *_ = engine.prefix_cache._entries.values()
     assert all(type(layer) is growing_layer_class() for layer in stored.layers)
     one_chunk = load_engine(str(tiny_model_dir), max_new_tokens=4, prefix_cache=False, progress=False)
-    cache, reused = one_chunk._prefill([1, 2, 3], [], threading.Event())
+    cache, reused = one_chunk.engine._prefill([1, 2, 3], [], threading.Event())
     assert reused == 0 and cache.get_seq_length() == 0  # a one-chunk prompt still decodes in a growing cache
     assert all(type(layer) is growing_layer_class() for layer in cache.layers)

@@ -68,7 +68,7 @@ def test_invoke_reports_usage_finish_reason_and_model_name(tiny_llm, tiny_path):
 
 
 def test_engine_is_loaded_once_and_shared_by_bound_copies_and_new_instances(tiny_llm, tiny_path):
-    from hermes_core.engines.local import engine as engine_module
+    from hermes_core.engines.local import hermes_engine as engine_module
 
     tiny_llm.invoke("Hello", max_tokens=2)
     engine = tiny_llm._engine

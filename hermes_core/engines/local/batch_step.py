@@ -1,0 +1,158 @@
+"""One decode step for several sequences at once, each with its own KV cache.
+
+Decoding a token is bound by reading the weights, so the projections and the MLP of a stock Llama
+decoder layer (Llama 2/3, SmolLM2, the Llama-based Hermes models) run once over every row of the
+batch (``(batch, 1, hidden)``); attention, the only part that reads a row's own KV, runs row by row
+on that row's cache, with exactly the call a request decoding alone makes (folded GQA attention or
+transformers' ``sdpa``, no mask, no padding). So rows of any lengths join and leave without copying
+or padding any cache, and a row's attention is bit for bit its solo attention; only the batched
+matrix products may round differently from one-row ones (see docs/engine.md).
+
+Other architectures step each row through ``model.forward`` on its own cache (``RowByRowStep``):
+correct, interleaved, but not faster than one request at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
+
+
+class DecodeStep(Protocol):
+    """Feeds one token per row (at that row's next position) and returns float32 logits ``(rows, vocab)``."""
+
+    batched: bool
+
+    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any: ...
+
+
+def decode_step_for(model: Any, cache_argument: str) -> DecodeStep:
+    """The batched Llama step where every decoder layer is a stock one, else the row-by-row step."""
+    step = LlamaBatchStep.for_model(model)
+    return step if step is not None else RowByRowStep(model, cache_argument)
+
+
+class RowByRowStep:
+    """Each row through ``model.forward`` on its own cache: any architecture, no speed-up."""
+
+    batched = False
+
+    def __init__(self, model: Any, cache_argument: str) -> None:
+        self.model = model
+        self.cache_argument = cache_argument
+
+    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any:
+        import torch
+
+        logits = []
+        for token, cache in zip(tokens, caches, strict=True):
+            logits.append(single_row_logits(self.model, self.cache_argument, [token], cache))
+        return torch.cat(logits)
+
+
+def single_row_logits(model: Any, cache_argument: str, ids: Sequence[int], cache: Any) -> Any:
+    """Float32 logits ``(1, vocab)`` of the last of ``ids`` fed to ``model`` after ``cache`` (which grows)."""
+    import torch
+
+    input_ids = torch.tensor([list(ids)], dtype=torch.long, device=model.device)
+    output = model(input_ids=input_ids, use_cache=True, **{cache_argument: cache}, **logits_to_keep(model))
+    # What generate does with the last position's logits.
+    return output.logits[:, -1].to(copy=True, dtype=torch.float32)
+
+
+def logits_to_keep(model: Any) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model takes it (only the last position's logits are used)."""
+    import inspect
+
+    accepts = "logits_to_keep" in inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if accepts else {}
+
+
+class LlamaBatchStep:
+    """The one-token step of a stock Llama causal LM over several rows, each row with its own cache.
+
+    Each layer: RMS norm, the q/k/v projection (one direct 4-bit kernel call where the model has
+    it), rotary embedding at each row's own position, then per row the cache append and attention,
+    then ``o_proj`` and the MLP over all rows. The operations are the lean step's
+    (``cpu/lean_decode.py``), which are transformers' own in the same order.
+    """
+
+    batched = True
+
+    def __init__(self, model: Any, layers: list[LeanDecodeLayer]) -> None:
+        self.model = model
+        self.inner = model.model
+        self.layers = layers
+
+    @classmethod
+    def for_model(cls, model: Any) -> LlamaBatchStep | None:
+        """The step for ``model`` if it is a ``LlamaForCausalLM`` made of stock layers with no hooks, else None."""
+        try:
+            from transformers.models.llama import modeling_llama as llama
+        except ImportError:
+            return None
+        from hermes_core.engines.local.cpu.lean_decode import _stock
+
+        inner = getattr(model, "model", None)
+        if type(model) is not llama.LlamaForCausalLM or type(inner) is not llama.LlamaModel:
+            return None
+        if model._forward_hooks or model._forward_pre_hooks or getattr(model, "_hf_hook", None):
+            return None
+        layers = list(inner.layers[: inner.config.num_hidden_layers])
+        if not all(type(layer) is llama.LlamaDecoderLayer and _stock(layer, llama) for layer in layers):
+            return None
+        rotary = RotaryTables()
+        return cls(model, [LeanDecodeLayer(layer, llama, rotary) for layer in layers])
+
+    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any:
+        import torch
+
+        device = self.model.device
+        input_ids = torch.tensor([[token] for token in tokens], dtype=torch.long, device=device)
+        positions = torch.tensor(
+            [[cache.get_seq_length()] for cache in caches], dtype=torch.long, device=device
+        )
+        hidden = self.inner.embed_tokens(input_ids)
+        position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
+        for lean in self.layers:
+            hidden = self._layer(lean, hidden, position_embeddings, positions, caches)
+        hidden = self.inner.norm(hidden)
+        logits = self.model.lm_head(hidden[:, -1:, :])
+        return logits[:, -1].to(copy=True, dtype=torch.float32)
+
+    def _layer(
+        self,
+        lean: LeanDecodeLayer,
+        hidden: Any,
+        position_embeddings: Any,
+        positions: Any,
+        caches: Sequence[Any],
+    ) -> Any:
+        """``LeanDecodeLayer.forward`` over all rows, with the cache append and attention per row."""
+        import torch
+
+        layer = lean.layer
+        attention, mlp = layer.self_attn, layer.mlp
+        residual = hidden
+        hidden = _rms_norm(layer.input_layernorm, hidden)
+        query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
+        outputs = []
+        for row, cache in enumerate(caches):
+            passed = {"position_ids": positions[row : row + 1], "use_cache": True}
+            row_key, row_value = cache.update(
+                key[row : row + 1], value[row : row + 1], attention.layer_idx, kwargs=passed
+            )
+            outputs.append(lean._attend(attention, query[row : row + 1], row_key, row_value, passed))
+        output = torch.cat(outputs).reshape(*residual.shape[:-1], -1).contiguous()
+        hidden = residual + attention.o_proj.forward(output)
+        residual = hidden
+        hidden = _rms_norm(layer.post_attention_layernorm, hidden)
+        group = lean.gate_up_group
+        if group is not None and group.direct:
+            gate, up = group.run_all(hidden)
+        else:
+            gate, up = mlp.gate_proj.forward(hidden), mlp.up_proj.forward(hidden)
+        hidden = mlp.down_proj.forward(mlp.act_fn(gate) * up)
+        return residual + hidden
