@@ -164,6 +164,9 @@ PATHOLOGICAL = {
     "long_escaped_string": lambda n: _repeat(
         'ab\\n\\"\\u00e9 ', n, head='<tool_call>{"name": "f", "arguments": {"text": "', tail='"}}</tool_call>'
     ),
+    # A reasoning block full of near-misses of its closing tag, and one after a long run of whitespace.
+    "reasoning_near_closers": lambda n: _repeat("</thin ", n, head="<think>", tail="</think>ok"),
+    "reasoning_after_spaces": lambda n: _repeat(" \n", n, tail="<think>plan</think>ok"),
     # One huge value that is neither JSON nor a Python literal.
     "huge_invalid_value": lambda n: _repeat(
         "x", n, head='<tool_call>{"name": "f", "arguments": {"a": ', tail="}}</tool_call>"

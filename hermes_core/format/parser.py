@@ -25,6 +25,11 @@ Follows the parser policy (``docs/parser-policy.md``); in short:
   come from ``arguments``, else ``parameters``; missing, ``null``, ``""`` (or whitespace) give ``{}``;
   a string is decoded once as JSON and must give an object.
 
+Reasoning: a ``<think>...</think>`` or ``<scratch_pad>...</scratch_pad>`` block at the very start (after
+optional whitespace) is split off as ``reasoning`` before anything else is parsed; tags inside it are
+reasoning text, never calls, and a reply cut off inside it is all reasoning with empty content (see
+:mod:`hermes_core.format._reasoning`).
+
 Content: the prose before, between and after blocks, end-of-turn tokens removed. Its leading and
 trailing whitespace is stripped, and where blocks (valid or invalid) were removed, the whitespace runs
 that touched them collapse into the longest of them, so ``"First.\\n<block>\\nThen."`` gives
@@ -41,19 +46,30 @@ from __future__ import annotations
 
 from hermes_core.format._blocks import CROSS, DONE, TEXT, BlockSplitter
 from hermes_core.format._content import ContentJoiner, find_end_of_turn
+from hermes_core.format._reasoning import REASONING, ReasoningSplitter
 from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
 
 
 def parse_tool_calls(text: str) -> ParsedResponse:
-    """Split a complete model output into content, valid tool calls and invalid call attempts."""
+    """Split a complete model output into reasoning, content, valid tool calls and invalid call attempts."""
     end = find_end_of_turn(text)
     if end >= 0:
         text = text[:end]
+    splitter = ReasoningSplitter()
+    reasoning_joiner = ContentJoiner()
+    thoughts: list[str] = []
+    reply: list[str] = []
+    for kind, piece in splitter.push(text, final=True):
+        if kind == REASONING:
+            thoughts.append(reasoning_joiner.add(piece))
+        else:
+            reply.append(piece)
+    reasoning = "".join(thoughts) if splitter.found else None
     joiner = ContentJoiner()
     content: list[str] = []
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
-    for item in BlockSplitter().push(text, final=True):
+    for item in BlockSplitter().push("".join(reply), final=True):
         kind = item[0]
         if kind == TEXT:
             piece = joiner.add(item[1])
@@ -67,4 +83,6 @@ def parse_tool_calls(text: str) -> ParsedResponse:
                     calls.append(call)
                 else:
                     invalid.append(call)
-    return ParsedResponse(content="".join(content), tool_calls=calls, invalid_tool_calls=invalid)
+    return ParsedResponse(
+        content="".join(content), tool_calls=calls, invalid_tool_calls=invalid, reasoning=reasoning
+    )

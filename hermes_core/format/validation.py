@@ -34,7 +34,9 @@ def validate_tool_calls(parsed: ParsedResponse, tools: Sequence[Any]) -> ParsedR
                 {"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str
             )
             invalid.append(InvalidToolCall(raw=raw, error=error, name=call.name, id=call.id))
-    return ParsedResponse(content=parsed.content, tool_calls=valid, invalid_tool_calls=invalid)
+    return ParsedResponse(
+        content=parsed.content, tool_calls=valid, invalid_tool_calls=invalid, reasoning=parsed.reasoning
+    )
 
 
 def _call_error(call: ToolCall, schemas: dict[str, dict[str, Any]]) -> str | None:

@@ -37,7 +37,7 @@ def calls_of(result: ParsedResponse) -> list[tuple[str, dict[str, Any]]]:
 def summary(result: ParsedResponse) -> tuple[Any, ...]:
     """Everything but the random ids: what the whole-text and streamed parses must agree on."""
     invalid = [(bad.raw, bad.error, bad.name) for bad in result.invalid_tool_calls]
-    return calls_of(result), invalid, result.content
+    return calls_of(result), invalid, result.content, result.reasoning
 
 
 def check_case(case: dict[str, Any], result: ParsedResponse) -> None:
@@ -51,6 +51,11 @@ def check_case(case: dict[str, Any], result: ParsedResponse) -> None:
         assert bad.error.strip()
     if case["expect_text"] is not None:
         assert collapse(result.content) == collapse(case["expect_text"])
+    reasoning = case.get("expect_reasoning")  # absent or null: the reply opens with no reasoning block
+    if reasoning is None:
+        assert result.reasoning is None
+    else:
+        assert result.reasoning is not None and collapse(result.reasoning) == collapse(reasoning)
     ids = [call.id for call in result.tool_calls] + [bad.id for bad in result.invalid_tool_calls]
     assert len(set(ids)) == len(ids)
     assert all(call_id.startswith("call_") and len(call_id) > 10 for call_id in ids)

@@ -313,9 +313,56 @@ def call_block_tokens(draw: st.DrawFn) -> list[str]:
     return tokens
 
 
+REASONING_BLOCKS = [("<think>", "</think>"), ("<scratch_pad>", "</scratch_pad>")]
+# What a model thinks aloud: prose, the other block's tags, near-misses of the closing tag, whole calls.
+thought_token = st.one_of(
+    prose_token,
+    st.sampled_from(
+        [
+            *("<tool_call>", '{"name": "f"}', "</tool_call>", "</", "</thin", "</thinking>", "<think>"),
+            *("<scratch_pad>", "</scratch", '<tool_call>{"name": "from_thought"}</tool_call>'),
+        ]
+    ),
+)
+
+
 @st.composite
-def output_tokens(draw: st.DrawFn) -> list[str]:
-    tokens: list[str] = []
+def reasoning_block(draw: st.DrawFn, closed: bool = True, marker: str = "") -> list[str]:
+    """Whitespace, an opening tag, thoughts (never the block's own closer; ``marker`` among them when
+    given), then maybe the closer."""
+    opening, closing = draw(st.sampled_from(REASONING_BLOCKS))
+    thoughts = [t for t in draw(st.lists(thought_token, max_size=8)) if t != closing]
+    if marker:
+        thoughts.insert(draw(st.integers(0, len(thoughts))), marker)
+    tokens = [draw(blank), *draw(split_in_two(opening)), *thoughts]
+    if closed:
+        tokens += [*draw(split_in_two(closing)), draw(blank)]
+    return tokens
+
+
+@st.composite
+def split_in_two(draw: st.DrawFn, tag: str) -> list[str]:
+    """The tag as one token, or (half the time) as two, so that a chunk edge falls inside it."""
+    if draw(st.booleans()):
+        return [tag]
+    cut = draw(st.integers(1, len(tag) - 1))
+    return [tag[:cut], tag[cut:]]
+
+
+@st.composite
+def reasoning_tokens(draw: st.DrawFn) -> list[str]:
+    """No block, a near-miss of one, or a block (closed four times in five)."""
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return []
+    if kind == 1:  # something that only looks like the start of a block
+        return [draw(blank), draw(st.sampled_from(["<thinking>", "<thi", "<scratch", "x <think>"]))]
+    return draw(reasoning_block(closed=draw(st.integers(0, 4)) > 0))
+
+
+@st.composite
+def output_tokens(draw: st.DrawFn, reasoning: bool = True) -> list[str]:
+    tokens: list[str] = draw(reasoning_tokens()) if reasoning else []
     for _ in range(draw(st.integers(1, 4))):
         tokens += draw(st.lists(prose_token, max_size=4))
         tokens += draw(call_block_tokens())
@@ -340,6 +387,22 @@ def chunked_at_tokens(draw: st.DrawFn, tokens: list[str]) -> list[str]:
 def test_stream_equals_whole_around_tags_fences_and_json(tokens: list[str], data: st.DataObject) -> None:
     raw = "".join(tokens)
     whole = parse_tool_calls(raw)
+    result, events = stream(data.draw(chunked_at_tokens(tokens)))
+    assert summary(result) == summary(whole)
+    check_events(result, events, raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_reasoning_never_becomes_content_or_a_call(data: st.DataObject) -> None:
+    """Whatever the block holds (calls, tags, near-miss closers), it stays reasoning, whole and streamed."""
+    tokens = data.draw(reasoning_block(marker="THOUGHT")) + data.draw(output_tokens(reasoning=False))
+    raw = "".join(tokens)
+    whole = parse_tool_calls(raw)
+    assert whole.reasoning is not None and "THOUGHT" in whole.reasoning
+    assert "THOUGHT" not in whole.content
+    names = [call.name for call in whole.tool_calls] + [bad.name for bad in whole.invalid_tool_calls]
+    assert "from_thought" not in names
     result, events = stream(data.draw(chunked_at_tokens(tokens)))
     assert summary(result) == summary(whole)
     check_events(result, events, raw)

@@ -189,3 +189,10 @@ def test_non_finite_number_is_reported_before_schema_errors():
             "Arguments of tool 'f' hold a number that is not finite (NaN or infinity), which JSON cannot represent."
         )
         assert result.invalid_tool_calls[0].id == "i"
+
+
+def test_validation_keeps_the_reasoning():
+    parsed = ParsedResponse("text", [ToolCall("nope", {}, id="n")], reasoning="I should call nope.")
+    result = validate_tool_calls(parsed, TOOLS)
+    assert result.reasoning == "I should call nope." and result.content == "text"
+    assert [bad.id for bad in result.invalid_tool_calls] == ["n"]
