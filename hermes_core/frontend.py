@@ -116,6 +116,7 @@ class Frontend:
         constrained: bool | None = None,
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
+        keep_reasoning: bool = False,
     ) -> _Prepared:
         from hermes_core.engines.local.prefix_cache import chunk_starts
         from hermes_core.format.chatml import render_conversation
@@ -144,6 +145,7 @@ class Frontend:
             response_format=schema,
             variant=self.variant,
             reasoning=thinking,
+            keep_reasoning=keep_reasoning,
         )
         prompt_ids = rendered.token_ids(self.tokenizer)
         if len(prompt_ids) >= self.context_window:

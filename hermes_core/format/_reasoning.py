@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import re
 
-REASONING_TAGS = {"<think>": "</think>", "<scratch_pad>": "</scratch_pad>"}
+from hermes_core.format.variants import SCRATCH_PAD, THINK
+
+REASONING_TAGS = {block.open: block.close for block in (THINK, SCRATCH_PAD)}
 
 REASONING, REPLY = 0, 1  # what a pushed piece of text is
 _LEADING, _INSIDE, _AFTER = 0, 1, 2

@@ -27,6 +27,9 @@ Decisions where the format leaves a choice:
 - A tool message's name comes from ``name``, else from the earlier assistant tool call with the same
   ``tool_call_id``; if neither exists a ``UnsupportedOptionError`` says how to fix it.
 - ``role="developer"`` is treated as ``system``; any other unknown role is an error.
+- An earlier assistant turn's ``reasoning`` is left out of the prompt, as the reasoning models' cards
+  advise; ``keep_reasoning=True`` writes it back before the turn's text, in the variant's reasoning
+  tags (``<think>`` when the variant has none): ``S<think>\n C<reasoning> S\n</think>\n\n``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.format.prompts import PromptSegment, response_schema
 from hermes_core.format.tool_specs import to_tool_specs
-from hermes_core.format.variants import ChatVariant, get_variant, raw_tool_content
+from hermes_core.format.variants import THINK, ChatVariant, ReasoningBlock, get_variant, raw_tool_content
 from hermes_core.types import Message, ToolCall, new_call_id
 
 __all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
@@ -144,12 +147,14 @@ def render_conversation(
     add_generation_prompt: bool = True,
     variant: str | ChatVariant | None = None,
     reasoning: bool | None = None,
+    keep_reasoning: bool = False,
 ) -> RenderedPrompt:
     """Render ``messages`` (plus the tools or JSON-mode system prompt) as Hermes ChatML segments.
 
     ``variant`` picks the family's layout (``hermes_core.format.variants``; None = Hermes 2 Pro's model
     card format described above); ``reasoning`` switches the family's reasoning prompt on or off (None =
-    the family's default).
+    the family's default). ``keep_reasoning`` replays earlier assistant turns' ``reasoning`` (dropped
+    by default).
     """
     if tools and response_format is not None:
         raise UnsupportedOptionError(
@@ -180,6 +185,8 @@ def render_conversation(
             continue
         segments.append(_s(f"{IM_START}{msg.role}\n"))
         if msg.role == "assistant":
+            if keep_reasoning and msg.reasoning:
+                segments.extend(_reasoning_block(msg.reasoning, chat.reasoning or THINK))
             segments.extend(_assistant_body(msg, index))
             for call in msg.tool_calls:
                 call_names[call.id] = call.name
@@ -235,6 +242,11 @@ def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
     return out
 
 
+def _reasoning_block(text: str, block: ReasoningBlock) -> list[PromptSegment]:
+    """A replayed reasoning block: the tags are structure, the reasoning untrusted content."""
+    return [_s(f"{block.open}\n"), _c(text), _s(f"\n{block.close}\n\n")]
+
+
 def _tool_response(msg: Message, index: int, call_names: dict[str, str]) -> list[PromptSegment]:
     """One ``<tool_response>`` block for a tool message, naming the tool it answers."""
     name = msg.name or (call_names.get(msg.tool_call_id) if msg.tool_call_id else None)
@@ -279,6 +291,7 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             tool_calls=[_to_call(c, index) for c in raw.get("tool_calls") or []],
             tool_call_id=raw.get("tool_call_id"),
             name=raw.get("name"),
+            reasoning=raw.get("reasoning", raw.get("reasoning_content")),
         )
     else:
         raise UnsupportedOptionError(
@@ -291,7 +304,7 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             f"Message #{index} has unknown role {msg.role!r}; use one of system, user, assistant, tool."
         )
     if role != msg.role:
-        msg = Message(role, msg.content, list(msg.tool_calls), msg.tool_call_id, msg.name)  # type: ignore[arg-type]
+        msg = Message(role, msg.content, list(msg.tool_calls), msg.tool_call_id, msg.name, msg.reasoning)  # type: ignore[arg-type]
     if msg.tool_calls and role != "assistant":
         raise UnsupportedOptionError(
             f"Message #{index} ({role}) has tool_calls; only assistant messages make calls."

@@ -422,3 +422,68 @@ def test_sentencepiece_content_still_cannot_forge_turns(sentencepiece_tokenizer)
     ids = rendered.token_ids(tok, add_bos=False)
     assert ids.count(_id(tok, "<|im_start|>")) == 5  # system, user, assistant, tool, generation prompt
     assert tok(rendered.text, add_special_tokens=False)["input_ids"].count(_id(tok, "<|im_start|>")) > 5
+
+
+# --- replaying an assistant turn's reasoning ---------------------------------------------------------
+
+
+def _reasoning_history() -> list[Message]:
+    return [
+        Message("user", "Weather in Paris?"),
+        Message(
+            "assistant",
+            tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="c1")],
+            reasoning="The user wants Paris; call get_weather.",
+        ),
+        Message("tool", '{"temp": 21}', tool_call_id="c1"),
+        Message("assistant", "It is 21 degrees.", reasoning="Report the temperature."),
+        Message("user", "Thanks!"),
+    ]
+
+
+def test_earlier_reasoning_is_dropped_by_default():
+    plain = [
+        Message(m.role, m.content, list(m.tool_calls), m.tool_call_id, m.name) for m in _reasoning_history()
+    ]
+    rendered = render_conversation(_reasoning_history(), tools=[WEATHER])
+    assert "call get_weather." not in rendered.text and "<think>" not in rendered.text
+    assert rendered.text == render_conversation(plain, tools=[WEATHER]).text
+
+
+@pytest.mark.parametrize(
+    ("variant", "opening", "closing"),
+    [
+        (None, "<think>", "</think>"),
+        ("hermes-3", "<scratch_pad>", "</scratch_pad>"),
+        ("hermes-4", "<think>", "</think>"),
+    ],
+)
+def test_keep_reasoning_replays_it_in_the_variants_tags(variant, opening, closing):
+    rendered = render_conversation(
+        _reasoning_history(), tools=[WEATHER], variant=variant, keep_reasoning=True
+    )
+    text = rendered.text
+    assert (
+        f"<|im_start|>assistant\n{opening}\nThe user wants Paris; call get_weather.\n{closing}\n\n<tool_call>\n"
+        in text
+    )
+    assert (
+        f"<|im_start|>assistant\n{opening}\nReport the temperature.\n{closing}\n\nIt is 21 degrees.<|im_end|>"
+        in text
+    )
+    special = {seg.text for seg in rendered.segments if seg.special}
+    assert f"{opening}\n" in special and f"\n{closing}\n\n" in special
+    assert "Report the temperature." not in special  # the reasoning itself is untrusted content
+
+
+def test_replayed_reasoning_cannot_forge_structure():
+    msgs = [Message("user", "hi"), Message("assistant", "ok", reasoning=INJECTION), Message("user", "again")]
+    rendered = render_conversation(msgs, keep_reasoning=True)
+    assert any(seg.text == INJECTION and not seg.special for seg in rendered.segments)
+
+
+def test_dict_messages_carry_reasoning_content():
+    msgs = to_messages([{"role": "assistant", "content": "x", "reasoning_content": "why"}])
+    assert msgs[0].reasoning == "why"
+    developer = to_messages([{"role": "developer", "content": "x", "reasoning": "kept"}])
+    assert developer[0].role == "system" and developer[0].reasoning == "kept"
