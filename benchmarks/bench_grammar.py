@@ -1,6 +1,8 @@
-"""Times grammar-constrained decoding: GrammarCache setup, grammar compile times, per-token overhead.
+"""Times grammar-constrained decoding: GrammarCache setup, grammar compile times, per-token overhead,
+and the budget reserve's per-token cost (finishing a reply the token budget would cut).
 
-Usage: ``.venv/bin/python benchmarks/bench_grammar.py [--model PATH_OR_ID] [--tokens 64] [--repeats 7] [--threads N]``
+Usage: ``.venv/bin/python benchmarks/bench_grammar.py [--model PATH_OR_ID] [--tokens 64] [--repeats 7] [--threads N]
+[--reserve-only]``
 (default model: the embedded SmolLM2-135M-Instruct). Overhead is measured on identical tokens: a
 constrained greedy reply is generated once, then replayed step by step through the model with a KV
 cache, once bare and once with each logits processor; medians over ``--repeats`` interleaved runs.
@@ -225,6 +227,98 @@ def overhead(
     return rows
 
 
+RECORD = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "authors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "role": {"enum": ["writer", "editor"]}},
+                "required": ["name", "role"],
+            },
+        },
+    },
+    "required": ["title", "year", "tags", "authors"],
+}
+
+
+def _pieces(tokenizer: Any, text: str) -> list[str]:
+    """``text`` as the decoded piece of each of its tokens, as the frontend sees a reply arrive."""
+    from hermes_core._decoding import IncrementalDecoder
+
+    decoder = IncrementalDecoder(tokenizer)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [decoder.push(i) for i in ids]
+
+
+def reserve_seconds(
+    completer_factory: Callable[[], Any], pieces: list[str], count: Any
+) -> tuple[float, float]:
+    """Seconds per token of ``BudgetReserve.check`` over ``pieces``: budget ample (the byte bound spares
+    the tokenizer) and budget tight (the completion is tokenized every step)."""
+    from hermes_core.format.reply_completion import BudgetReserve
+
+    results = []
+    for budget in (10**6, len(pieces) + 1):
+        reserve = BudgetReserve(completer_factory(), budget, count)
+        tight = budget != 10**6
+        if tight:
+            reserve._budget = 10**6  # never stop, but always take the tokenizer path below
+        text = ""
+        start = time.perf_counter()
+        for used, piece in enumerate(pieces, start=1):
+            text += piece
+            if tight:
+                reserve._budget = used + 1  # one token left: the suffix is always counted
+                reserve.active = True
+            reserve.check(text, used)
+        results.append((time.perf_counter() - start) / len(pieces))
+    return results[0], results[1]
+
+
+def reserve_cost(loaded: Any, repeats: int) -> list[tuple[str, int, float, float]]:
+    """(label, tokens, ms/token ample, ms/token tight) for replies of several kinds and lengths."""
+    import json
+
+    from hermes_core.format.reply_completion import ReplyCompleter
+
+    tokenizer = loaded.tokenizer
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def record(n: int) -> str:
+        doc = {
+            "title": "The cat was a cat, and the cat was a cat. " * 2,
+            "year": 1999,
+            "tags": ["fiction", "cats"],
+            "authors": [{"name": f"Author number {i}", "role": "writer"} for i in range(n)],
+        }
+        return json.dumps(doc, separators=(", ", ": "))
+
+    arguments = {"query": "weather in Paris " * 3, "limit": 5, "unit": "metric", "tags": ["a", "b"]}
+    call = "<tool_call>\n" + json.dumps({"name": "tool_03", "arguments": arguments}) + "\n</tool_call>"
+    tools = fifteen_tools()
+    cases = [
+        ("structured output, short", lambda: ReplyCompleter.for_json(RECORD), record(2)),
+        ("structured output, long", lambda: ReplyCompleter.for_json(RECORD), record(60)),
+        ("JSON mode, any object, long", lambda: ReplyCompleter.for_json(None), record(60)),
+        ("required call, 15 tools", lambda: ReplyCompleter.for_tools(tools, required=True), call),
+    ]
+    rows = []
+    for label, factory, text in cases:
+        pieces = _pieces(tokenizer, text)
+        runs = [reserve_seconds(factory, pieces, count) for _ in range(repeats)]
+        ample = statistics.median(r[0] for r in runs) * 1000
+        tight = statistics.median(r[1] for r in runs) * 1000
+        rows.append((label, len(pieces), ample, tight))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model path or hub id (default: the embedded SmolLM2)")
@@ -236,11 +330,17 @@ def main() -> None:
         default=None,
         help="torch CPU threads (use 1 on a shared, oversubscribed machine)",
     )
+    parser.add_argument(
+        "--reserve-only", action="store_true", help="time only the budget reserve (no compile or decode runs)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     loaded = load_model(args.model, progress=False)
+    if args.reserve_only:
+        print_reserve_cost(loaded, args.repeats)
+        return
     vocab_size = loaded.model.config.vocab_size
     start = time.perf_counter()
     cache = GrammarCache(loaded.tokenizer, vocab_size, loaded.stop_token_ids)
@@ -267,6 +367,19 @@ def main() -> None:
         )
     print("\ne2e ovh: decode time with our processor vs bare; 'alone': time inside the processor only,")
     print("as a share of the bare decode step (steadier than e2e on a loaded machine).")
+
+    print_reserve_cost(loaded, args.repeats)
+
+
+def print_reserve_cost(loaded: Any, repeats: int) -> None:
+    """Print the budget reserve's per-token cost table."""
+    print(
+        f"\n{'budget reserve (BudgetReserve.check)':<32} {'tokens':>6} {'ample':>8} {'tight':>8}   (ms/token, medians)"
+    )
+    for label, n, ample, tight in reserve_cost(loaded, repeats):
+        print(f"{label:<32} {n:6d} {ample:8.3f} {tight:8.3f}")
+    print("ample: the completion's UTF-8 length is below the tokens left, so it is not tokenized;")
+    print("tight: one token left at every step, so the completion is tokenized every step.")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "parse_tool_calls": "hermes_core.format.parser",
     "ToolCallStreamParser": "hermes_core.format.stream_parser",
     "validate_tool_calls": "hermes_core.format.validation",
+    "REJECTED_CALL_TOOL": "hermes_core.format.rejected_calls",
+    "stand_in_calls": "hermes_core.format.rejected_calls",
     # engine
     "load_model": "hermes_core.engines.local.loading",
     "LoadedModel": "hermes_core.engines.local.loading",

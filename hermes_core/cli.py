@@ -251,7 +251,12 @@ class ChatSession:
     """One conversation: history, tools, options; ``ask`` runs the tool loop and prints as it goes."""
 
     def __init__(
-        self, engine: Any, args: argparse.Namespace, tools: Sequence[Callable[..., Any]], out: TextIO
+        self,
+        engine: Any,
+        args: argparse.Namespace,
+        tools: Sequence[Callable[..., Any]],
+        out: TextIO,
+        err: TextIO | None = None,
     ) -> None:
         from hermes_core.types import Message
 
@@ -260,6 +265,7 @@ class ChatSession:
         self.tools = list(tools)
         self.by_name = {fn.__name__: fn for fn in self.tools}
         self.out = out
+        self.err = err if err is not None else sys.stderr
         system = args.system if args.system is not None else (TOOL_SYSTEM_PROMPT if self.tools else None)
         self.initial: list[Message] = [Message("system", system)] if system else []
         self.history: list[Message] = list(self.initial)
@@ -293,6 +299,7 @@ class ChatSession:
         result = None
         for round_index in range(self.args.max_tool_rounds + 1):
             result = self._generate(self._options(round_index))
+            self._note_if_cut_off(result)
             calls = list(result.tool_calls)
             self.history.append(Message("assistant", result.content, tool_calls=calls))
             for bad in result.invalid_tool_calls:  # only when cut off (length) or unconstrained
@@ -337,8 +344,21 @@ class ChatSession:
             self.out.flush()
         return result
 
+    def _note_if_cut_off(self, result: Any) -> None:
+        """One line on stderr when the reply stopped at the token limit (JSON mode says so itself)."""
+        if result.finish_reason != "length" or self.args.json_schema is not None:
+            return
+        print(cut_off_note(result, self.args.max_new_tokens, PROG), file=self.err, flush=True)
+
     def _say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
+
+
+def cut_off_note(result: Any, max_new_tokens: int, prog: str) -> str:
+    """The one-line note for a reply that ended at the token limit rather than where the model stopped."""
+    if result.usage.completion_tokens < max_new_tokens:  # the context window was the tighter limit
+        return f"{prog}: the reply was cut off at the end of the model's context window; shorten the conversation."
+    return f"{prog}: the reply was cut off at --max-new-tokens ({max_new_tokens} tokens); raise it for a longer one."
 
 
 def _print_json_answer(result: Any, out: TextIO, err: TextIO) -> int:
@@ -467,10 +487,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--max-new-tokens must be at least 1.")
     if args.max_tool_rounds < 0:
         parser.error("--max-tool-rounds must be 0 or more.")
-    if args.temperature < 0:
-        parser.error("--temperature must be 0 or more.")
-    if args.repetition_penalty is not None and args.repetition_penalty <= 0:
-        parser.error("--repetition-penalty must be above 0 (1.0 = off).")
+    if not args.temperature >= 0 or args.temperature == float("inf"):  # also nan
+        parser.error("--temperature must be a finite number, 0 or more.")
+    penalty = args.repetition_penalty
+    if penalty is not None and (not penalty > 0 or penalty == float("inf")):
+        parser.error("--repetition-penalty must be a finite number above 0 (1.0 = off).")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1.")
 
@@ -494,7 +515,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             raise CliError(f"--tool-choice {args.tool_choice} needs tools; pass --tools FILE_OR_MODULE.")
         configure_threads(args.model, args.threads)
         engine = load_chat_engine(args.model, args.quantization, constrained=not args.no_constrain, err=err)
-        session = ChatSession(engine, args, tools, out)
+        session = ChatSession(engine, args, tools, out, err)
         if tools:
             print(f"Tools: {', '.join(session.by_name)}", file=err, flush=True)
         if args.question is not None:

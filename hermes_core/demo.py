@@ -21,6 +21,7 @@ from typing import Any
 
 from hermes_core.cli import (
     configure_threads,
+    cut_off_note,
     first_run_note,
     format_call,
     format_result,
@@ -143,6 +144,8 @@ def run_demo(
     final = engine.generate(messages, tools=TOOLS, tool_choice="none")
     answer = final.content.strip() or "(the model gave no text)"
     _show(f"assistant: {answer}")
+    if final.finish_reason == "length":
+        _show(f"({cut_off_note(final, max_new_tokens, PROG)})")
     print(f"\nDone in {time.perf_counter() - started:.1f} s. Next: hermes-chat --help, examples/, docs/.")
     return 0 if ok else 1
 

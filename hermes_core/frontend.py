@@ -20,6 +20,7 @@ from typing import Any
 
 from hermes_core.engines.base import Constraint, Engine, EngineOutput, GenerationRequest
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.options import check_request_options
 from hermes_core.types import GenerationResult, Message, ParsedResponse, StreamEvent, Usage
 
 TOOL_RESPONSE_TAG = "<tool_response>"
@@ -42,6 +43,8 @@ class _Prepared:
     tools: list[dict[str, Any]]
     json_mode: bool
     stop: list[str]
+    completer: Any = None  # ReplyCompleter of a constrained reply: finishes it when the budget runs out
+    duplicate_tool_calls: str = "end_turn"
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -70,6 +73,7 @@ class Frontend:
     ) -> None:
         from hermes_core.format.variants import resolve_variant
 
+        check_request_options(_defaults(max_new_tokens, temperature, top_p, repetition_penalty, constrained))
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_name: str = engine.model_name
@@ -98,6 +102,10 @@ class Frontend:
         """Number of tokens ``text`` takes as content."""
         return len(self.encode(text))
 
+    def _count_appended(self, text: str) -> int:
+        """Tokens of text the frontend appends: a call tag counts as the one token it is, where it is one."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     # ----------------------------------------------------------------- prepare
     def _prepare(
         self,
@@ -116,15 +124,22 @@ class Frontend:
         constrained: bool | None = None,
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
+        duplicate_tool_calls: str = "end_turn",
         keep_reasoning: bool = False,
     ) -> _Prepared:
         from hermes_core.engines.local.prefix_cache import chunk_starts
+        from hermes_core.format.call_policy import check_duplicate_tool_calls
         from hermes_core.format.chatml import render_conversation
         from hermes_core.format.tool_choice import normalize_tool_choice
         from hermes_core.format.tool_specs import to_tool_specs
 
+        check_request_options(
+            {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": stop}
+            | {"repetition_penalty": repetition_penalty, "seed": seed, "constrained": constrained}
+        )
         if not messages:
             raise UnsupportedOptionError("messages is empty: pass at least one user message.")
+        duplicates = check_duplicate_tool_calls(duplicate_tool_calls)
         specs = to_tool_specs(list(tools)) if tools else []
         choice = normalize_tool_choice(tool_choice, [s["function"]["name"] for s in specs])
         if choice.mode == "required" and choice.tool_name is not None:
@@ -132,12 +147,8 @@ class Frontend:
         else:
             specs_offered = [] if choice.mode == "none" else specs
         schema = _response_schema(response_format)
-        if schema is not None and specs_offered and choice.mode != "auto":
-            raise UnsupportedOptionError(
-                "response_format (JSON mode) cannot be combined with a required tool_choice; "
-                "use one or the other (structured output via a forced tool is tool_choice=<schema name>)."
-            )
-        json_mode = schema is not None
+        # With tools offered, a schema shapes the final answer (a forced call comes first); without, JSON mode.
+        json_mode = schema is not None and not specs_offered
         thinking = self.variant.resolve_reasoning(self.default_reasoning if reasoning is None else reasoning)
         rendered = render_conversation(
             list(messages),
@@ -159,13 +170,16 @@ class Frontend:
         thinking_room = self._reasoning(thinking, reasoning_budget, budget)
         budget = min(budget, self.context_window - len(prompt_ids))
         use_grammar = self.constrained if constrained is None else constrained
-        constraint = None
+        constraint = completer = None
         if use_grammar:
             with self._grammar_lock:
                 # Forcing a named tool means one call of it (as OpenAI's named tool_choice does);
                 # small models otherwise repeat the forced call until the token budget runs out.
                 parallel = parallel_tool_calls and choice.tool_name is None
                 constraint = self._constraint(schema, specs_offered, choice, parallel, thinking_room)
+            if constraint is not None and (schema is not None or (specs_offered and choice.mode != "none")):
+                single = getattr(getattr(self.engine.grammars(), "delimiters", None), "single_tokens", False)
+                completer = _reply_completer(schema, specs_offered, choice, thinking_room, single)
         temp = self.default_temperature if temperature is None else float(temperature)
         if temp < 0:
             raise UnsupportedOptionError(f"temperature must be >= 0, got {temp}.")
@@ -192,7 +206,7 @@ class Frontend:
             constraint=constraint,
             chunk_starts=chunk_starts(prompt_ids, self._im_start, self._assistant_ids),
         )
-        return _Prepared(request, specs, json_mode, stops)
+        return _Prepared(request, specs, json_mode, stops, completer, duplicates)
 
     def _reasoning(self, thinking: bool, reasoning_budget: int | None, max_new_tokens: int) -> Any:
         """The reasoning block the grammar lets the reply open with (None when not reasoning).
@@ -231,7 +245,11 @@ class Frontend:
         from hermes_core import grammar
 
         grammars = self.engine.grammars()
-        if schema is not None:
+        if schema is not None and specs and choice.mode == "auto":
+            if grammars is None:
+                return grammar.tool_call_or_answer_constraint(specs, schema, parallel, reasoning=reasoning)
+            return grammars.tools_or_answer_constraint(specs, schema, parallel, reasoning)
+        if schema is not None and not specs:
             json_schema = None if schema.get("type") == "json_object" else schema
             if grammars is None:
                 return grammar.json_constraint(json_schema, reasoning)
@@ -241,7 +259,7 @@ class Frontend:
                 return None
             return (
                 grammars.reasoning_constraint(reasoning)
-                if grammars
+                if grammars is not None
                 else grammar.reasoning_constraint(reasoning)
             )
         if grammars is None:
@@ -249,38 +267,43 @@ class Frontend:
         return grammars.tools_constraint(specs, choice, parallel, reasoning)
 
     # ------------------------------------------------------------------ result
-    def _finish(
-        self, prep: _Prepared, final: EngineOutput, parsed: ParsedResponse, raw: str, stopped: bool
-    ) -> GenerationResult:
+    def _finish(self, prep: _Prepared, reply: _StreamedReply, raw: str) -> GenerationResult:
         """Validate calls and assemble the result with finish reason and usage."""
         from hermes_core.format.validation import validate_tool_calls
 
+        parsed = reply.parsed()
         if not prep.json_mode:
             parsed = validate_tool_calls(parsed, prep.tools)
-        reason = "length" if final.finish_reason == "length" and not stopped else "stop"
+        final = reply.final
+        length = final.finish_reason == "length" or reply.ended == "budget"
+        reason = "length" if length and not reply.stops.stopped and reply.ended != "duplicate" else "stop"
         if reason == "stop" and parsed.tool_calls:
             reason = "tool_calls"
         usage = final.usage or Usage(prompt_tokens=len(prep.prompt_ids))
-        return GenerationResult(parsed, reason, usage, raw_text=raw, model_name=self.model_name)
-
-    def _assemble(self, prep: _Prepared, token_ids: list[int], final: EngineOutput) -> GenerationResult:
-        """The whole reply: decode all tokens, cut at the first stop string, parse and validate."""
-        from hermes_core._decoding import cut_at_stop_sequences
-        from hermes_core.format.parser import parse_tool_calls
-
-        raw = self.tokenizer.decode(token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        text, stopped = cut_at_stop_sequences(raw, prep.stop)
-        return self._finish(prep, final, parse_tool_calls(text), raw, stopped)
+        if reply.ended or reply.appended:
+            # the frontend ended the turn: what it read, plus what it appended (never above the budget)
+            appended = self._count_appended(reply.appended) if reply.appended else 0
+            usage = Usage(
+                prompt_tokens=usage.prompt_tokens or len(prep.prompt_ids),
+                completion_tokens=reply.read + appended,
+            )
+        return GenerationResult(
+            parsed,
+            reason,
+            usage,
+            raw_text=raw,
+            model_name=self.model_name,
+            appended_text=reply.appended,
+            dropped=list(reply.dropped),
+        )
 
     # ---------------------------------------------------------------- generate
     def _complete(self, prep: _Prepared) -> GenerationResult:
-        token_ids: list[int] = []
-        final = EngineOutput([])
-        with contextlib.closing(self.engine.generate(prep.request)) as outputs:  # type: ignore[type-var]
-            for output in outputs:
-                token_ids.extend(output.token_ids)
-                final = output
-        return self._assemble(prep, token_ids, final)
+        """Generate the whole reply; it goes through the same token-by-token path as a stream."""
+        events = list(self._stream_request(prep))
+        result = events[-1].result
+        assert result is not None
+        return result
 
     def generate(self, messages: Sequence[Message | dict[str, Any]], **options: Any) -> GenerationResult:
         """Generate one assistant turn; ``REQUEST_OPTIONS`` lists the options (see ``Frontend._prepare``)."""
@@ -293,6 +316,8 @@ class Frontend:
         with contextlib.closing(self.engine.generate(prep.request)) as outputs:  # type: ignore[type-var]
             for output in outputs:
                 yield from reply.feed(output)
+                if reply.ended:
+                    break
         yield from reply.close()
 
     def stream(self, messages: Sequence[Message | dict[str, Any]], **options: Any) -> Iterator[StreamEvent]:
@@ -304,17 +329,11 @@ class Frontend:
         self, messages: Sequence[Message | dict[str, Any]], **options: Any
     ) -> GenerationResult:
         """Async ``generate``: the event loop never blocks; cancelling the task stops generation."""
-        prep = await asyncio.to_thread(self._prepare, messages, **options)
-        token_ids: list[int] = []
-        final = EngineOutput([])
-        try:
-            async with contextlib.aclosing(self.engine.agenerate(prep.request)) as outputs:
-                async for output in outputs:
-                    token_ids.extend(output.token_ids)
-                    final = output
-        finally:
-            prep.request.cancel.set()
-        return await asyncio.to_thread(self._assemble, prep, token_ids, final)
+        result = None
+        async for event in self.astream(messages, **options):
+            result = event.result if event.type == "end" else result
+        assert result is not None
+        return result
 
     async def astream(
         self, messages: Sequence[Message | dict[str, Any]], **options: Any
@@ -327,6 +346,8 @@ class Frontend:
                 async for output in outputs:
                     for event in reply.feed(output):
                         yield event
+                    if reply.ended:
+                        break
             for event in reply.close():
                 yield event
         finally:
@@ -334,45 +355,103 @@ class Frontend:
 
 
 class _StreamedReply:
-    """Turns a stream of engine outputs into parser events: detokenize, cut at stop strings, parse, validate."""
+    """Turns a stream of engine outputs into parser events: detokenize, cut at stop strings, parse, validate.
+
+    Token by token it also keeps a constrained reply whole (``BudgetReserve``: stop while the budget
+    left still fits the reply's completion, then append it) and applies the repeated/cut-off call
+    policy (``CallGate``). ``ended`` says why the frontend stopped the engine ("budget", "duplicate").
+    """
 
     def __init__(self, frontend: Frontend, prep: _Prepared) -> None:
         from hermes_core._decoding import IncrementalDecoder, StopSequenceFilter
+        from hermes_core.format.call_policy import CallGate
+        from hermes_core.format.reply_completion import BudgetReserve
         from hermes_core.format.stream_parser import ToolCallStreamParser
 
         self._frontend = frontend
         self._prep = prep
         self._decoder = IncrementalDecoder(frontend.tokenizer)
-        self._stops = StopSequenceFilter(prep.stop)
-        self._parser = ToolCallStreamParser()
-        self._pieces: list[str] = []
-        self._final = EngineOutput([])
+        self.stops = StopSequenceFilter(prep.stop)
+        self._gate = CallGate(ToolCallStreamParser(), prep.duplicate_tool_calls)  # type: ignore[arg-type]
+        self._reserve = (
+            BudgetReserve(prep.completer, prep.max_new_tokens, frontend._count_appended)
+            if prep.completer is not None
+            else None
+        )
+        self._text = ""  # the reply's text so far (before stop strings are cut)
+        self.final = EngineOutput([])
+        self.read = 0  # tokens read from the engine
+        self.ended = ""
+        self.appended = ""
+        self.dropped = self._gate.dropped
+
+    def parsed(self) -> ParsedResponse:
+        return self._gate.parser.result()
 
     def feed(self, output: EngineOutput) -> list[StreamEvent]:
         """Events for the tokens of one engine output; a matched stop string cancels the generation."""
+        from hermes_core.types import DroppedText
+
         events: list[StreamEvent] = []
         for token_id in output.token_ids:
+            if self.ended:
+                break
+            self.read += 1
             piece = self._decoder.push(token_id)
-            self._pieces.append(piece)
-            if self._stops.stopped:
-                continue
-            released = self._stops.feed(piece)
-            if self._stops.stopped:
-                self._prep.request.cancel.set()
-            events += self._checked(self._parser.feed(released))
+            reserve = self._reserve
+            if reserve is not None and reserve.active and not self._gate.has_call and not self.stops.stopped:
+                check = reserve.check(self._text + piece, self.read)
+                if check.verdict == "stop_before":
+                    self.dropped.append(DroppedText(piece, "over_budget"))
+                    events += self._append(check.suffix)
+                    break
+                events += self._release(piece)
+                if check.verdict == "stop":
+                    events += self._append(check.suffix)
+                    break
+            else:
+                events += self._release(piece)
         if output.finish_reason is not None:
-            self._final = output
+            self.final = output
         return events
+
+    def _release(self, piece: str) -> list[StreamEvent]:
+        """Pass model text on: stop strings, then the parser behind the call policy."""
+        self._text += piece
+        if self.stops.stopped:
+            return []
+        released = self.stops.feed(piece)
+        if self.stops.stopped:
+            self._prep.request.cancel.set()
+        events, repeated = self._gate.feed(released)
+        if repeated:
+            self._end("duplicate")
+        return self._checked(events)
+
+    def _append(self, suffix: str) -> list[StreamEvent]:
+        """Finish the reply with ``suffix`` (it counts toward the budget) and stop the engine."""
+        self._end("budget")
+        if not suffix:
+            return []
+        self.appended = suffix
+        self._text += suffix
+        released = self.stops.feed(suffix)
+        events, _ = self._gate.feed(released)
+        return self._checked(events)
+
+    def _end(self, why: str) -> None:
+        self.ended = why
+        self._prep.request.cancel.set()
 
     def close(self) -> list[StreamEvent]:
         """The events of the held-back tail, then ``end`` with the whole result."""
-        tail = self._decoder.flush()
-        self._pieces.append(tail)
-        events = self._checked(self._parser.feed(self._stops.feed(tail) + self._stops.flush()))
-        events += self._checked(self._parser.close())
-        result = self._frontend._finish(
-            self._prep, self._final, self._parser.result(), "".join(self._pieces), self._stops.stopped
-        )
+        events: list[StreamEvent] = []
+        if not self.ended:
+            events += self._release(self._decoder.flush())
+        events += self._checked(self._gate.feed(self.stops.flush())[0])
+        cut_off = self.final.finish_reason == "length" and not self.ended and not self.stops.stopped
+        events += self._checked(self._gate.close(cut_off))
+        result = self._frontend._finish(self._prep, self, self._text)
         return [*events, StreamEvent("end", result=result)]
 
     def _checked(self, events: list[StreamEvent]) -> list[StreamEvent]:
@@ -398,6 +477,36 @@ REQUEST_OPTIONS: frozenset[str] = frozenset(inspect.signature(Frontend._prepare)
     "messages",
 }
 """Keyword options ``generate``/``stream`` accept per request; adapters check their kwargs against it."""
+
+
+def _defaults(*values: Any) -> dict[str, Any]:
+    """The frontend-wide generation defaults by option name, for ``check_request_options``."""
+    names = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "constrained")
+    return dict(zip(names, values, strict=True))
+
+
+def _reply_completer(
+    schema: dict[str, Any] | None,
+    specs: list[dict[str, Any]],
+    choice: Any,
+    reasoning: Any = None,
+    single_token_tags: bool = False,
+) -> Any:
+    """What finishes a constrained reply cut off by the budget: JSON mode's value or the call blocks,
+    after the reasoning block the grammar lets the reply open with (a ``grammar.Reasoning``, or None)."""
+    from hermes_core.format.reply_completion import ReplyCompleter
+
+    tags = None if reasoning is None else (reasoning.open, reasoning.close)
+    if schema is not None:
+        json_schema = None if schema.get("type") == "json_object" else schema
+        return ReplyCompleter.for_json(json_schema, reasoning=tags)
+    return ReplyCompleter.for_tools(
+        specs,
+        required=choice.mode == "required",
+        tool_name=choice.tool_name,
+        reasoning=tags,
+        single_token_tags=single_token_tags,
+    )
 
 
 def _check_reasoning_budget(budget: int | None) -> int | None:

@@ -309,6 +309,50 @@ def reasoning_constraint(reasoning: Reasoning) -> Constraint:
     return Constraint("structural_tag", reasoning_structural_tag(reasoning).model_dump(mode="json"))
 
 
+def _answer_ebnf(schema: dict[str, Any]) -> str:
+    """Compact JSON for a final answer valid for ``schema``; a bare object schema means any object."""
+    schema = _json_schema_of(schema)
+    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
+    return json_schema_ebnf(schema, what="The response_format schema", strict=strict)
+
+
+def tool_call_or_answer_structural_tag(
+    tools: Sequence[dict[str, Any]],
+    schema: dict[str, Any],
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+    reasoning: Reasoning | None = None,
+) -> st.StructuralTag:
+    """``auto`` tool choice with a response schema: call blocks (as in ``required``) or one JSON answer.
+
+    The auto grammar's free text is replaced by a compact JSON value valid for ``schema``, so a reply
+    either calls tools or is the structured final answer, never prose (behind the optional reasoning
+    block when ``reasoning`` is given).
+    """
+    if not tools:
+        raise UnsupportedOptionError("A tool-call-or-answer grammar needs at least one tool.")
+    calls = st.TagsWithSeparatorFormat(
+        tags=[tool_call_tag(tools, None, delimiters)],
+        separator=CALL_SEPARATOR,
+        at_least_one=True,
+        stop_after_first=not parallel_tool_calls,
+    )
+    answer = st.GrammarFormat(grammar=_answer_ebnf(schema))
+    return _after_reasoning(st.OrFormat(elements=[calls, answer]), reasoning)
+
+
+def tool_call_or_answer_constraint(
+    tools: Sequence[dict[str, Any]],
+    schema: dict[str, Any],
+    parallel_tool_calls: bool = True,
+    delimiters: CallDelimiters = TEXT_DELIMITERS,
+    reasoning: Reasoning | None = None,
+) -> Constraint:
+    """The tool-call-or-answer constraint as source only (the structural tag as JSON)."""
+    tag = tool_call_or_answer_structural_tag(tools, schema, parallel_tool_calls, delimiters, reasoning)
+    return Constraint("structural_tag", tag.model_dump(mode="json"))
+
+
 def _special_tokens(tokenizer: Any) -> dict[int, str]:
     """Id -> text of the tokenizer's added special tokens (empty for tokenizers without any)."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
@@ -358,18 +402,38 @@ def _canonical(value: Any) -> str:
 
 
 class GrammarCache:
-    """Compiles and caches grammars for one tokenizer; thread-safe, LRU-bounded.
+    """Compiles and caches grammars for one tokenizer; thread-safe, LRU-bounded by count and by bytes.
 
     Built once per engine: xgrammar's tokenizer preprocessing is the expensive part, each
-    grammar then compiles in milliseconds and repeated requests reuse the cached result.
+    grammar then compiles in milliseconds and repeated requests reuse the cached result. A compiled
+    grammar holds token masks over the whole vocabulary (3.9 MB for 200 one-argument tools with the
+    embedded model's tokenizer, more for richer schemas), so the cache keeps at most ``max_entries``
+    grammars and ``max_bytes`` bytes of them (default ``DEFAULT_MAX_BYTES``, or
+    ``HERMES_GRAMMAR_CACHE_MB`` MiB), least recently used out first; the newest is always kept.
     """
 
+    DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
     def __init__(
-        self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int], *, max_entries: int = 128
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        stop_token_ids: Sequence[int],
+        *,
+        max_entries: int = 128,
+        max_bytes: int | None = None,
     ) -> None:
+        from hermes_core.options import env_megabytes
+
         if not stop_token_ids:
             raise UnsupportedOptionError(
                 "GrammarCache needs at least one stop token id (the end-of-turn token)."
+            )
+        if max_bytes is None:
+            max_bytes = env_megabytes("HERMES_GRAMMAR_CACHE_MB", self.DEFAULT_MAX_BYTES // (1024 * 1024))
+        if max_entries < 1 or max_bytes < 0:
+            raise UnsupportedOptionError(
+                f"GrammarCache needs max_entries >= 1 and max_bytes >= 0, got {max_entries} and {max_bytes}."
             )
         self.vocab_size = int(vocab_size)
         self.stop_token_ids = [int(t) for t in stop_token_ids]
@@ -378,8 +442,16 @@ class GrammarCache:
         )
         self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
         self.max_entries = max_entries
+        self.max_bytes = int(max_bytes)
         self._cache: OrderedDict[str, Constraint] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the cached grammars take (xgrammar's ``CompiledGrammar.memory_size_bytes``)."""
+        return self._bytes
 
     def _cached(self, key: str, build: Any) -> Constraint:
         """Return the constraint cached under ``key``, compiling it with ``build()`` on a miss."""
@@ -389,11 +461,19 @@ class GrammarCache:
                 self._cache.move_to_end(key)
                 return hit
         compiled = build()
+        size = int(getattr(compiled.compiled, "memory_size_bytes", 0) or 0)
         with self._lock:
+            if key in self._cache:  # another thread compiled it meanwhile
+                self._bytes -= self._sizes[key]
             self._cache[key] = compiled
             self._cache.move_to_end(key)
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+            self._sizes[key] = size
+            self._bytes += size
+            while len(self._cache) > 1 and (
+                len(self._cache) > self.max_entries or self._bytes > self.max_bytes
+            ):
+                evicted, _ = self._cache.popitem(last=False)
+                self._bytes -= self._sizes.pop(evicted)
         return compiled
 
     def __len__(self) -> int:
@@ -443,6 +523,41 @@ class GrammarCache:
                 "schemas or disable constrained decoding for this request."
             ) from exc
         return Constraint("structural_tag", tag.model_dump(mode="json"), compiled)
+
+    def tools_or_answer_constraint(
+        self,
+        tools: Sequence[dict[str, Any]],
+        schema: dict[str, Any],
+        parallel_tool_calls: bool = True,
+        reasoning: Reasoning | None = None,
+    ) -> Constraint:
+        """``auto`` tool choice with a response schema: calls, or a JSON answer valid for ``schema``."""
+
+        def build() -> Constraint:
+            tag = tool_call_or_answer_structural_tag(
+                tools, schema, parallel_tool_calls, self.delimiters, reasoning
+            )
+            try:
+                compiled = self.compiler.compile_structural_tag(tag)
+            except Exception as exc:
+                raise UnsupportedOptionError(
+                    f"The tool-call-or-answer grammar could not be compiled ({_reason(exc)}); simplify the "
+                    "schemas or disable constrained decoding for this request."
+                ) from exc
+            return Constraint("structural_tag", tag.model_dump(mode="json"), compiled)
+
+        key = _canonical(["tools-or-answer", list(tools), schema, bool(parallel_tool_calls), reasoning])
+        return self._cached(key, build)
+
+    def for_tools_or_answer(
+        self,
+        tools: Sequence[dict[str, Any]],
+        schema: dict[str, Any],
+        parallel_tool_calls: bool = True,
+        reasoning: Reasoning | None = None,
+    ) -> xgr.CompiledGrammar:
+        """The compiled grammar of ``tools_or_answer_constraint``."""
+        return self.tools_or_answer_constraint(tools, schema, parallel_tool_calls, reasoning).compiled
 
     def json_constraint(
         self, schema: dict[str, Any] | None, reasoning: Reasoning | None = None

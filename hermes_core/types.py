@@ -80,15 +80,33 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+DropReason = Literal["duplicate_call", "cut_off_call", "over_budget"]
+
+
+@dataclass
+class DroppedText:
+    """Generated text a reply leaves out, and why: a repeated call that ended the turn, a further call
+    the token budget cut off, or a last token that left too little budget to finish the reply."""
+
+    text: str
+    reason: DropReason
+
+
 @dataclass
 class GenerationResult:
-    """What one generation returns: the parsed response plus why it stopped and what it cost."""
+    """What one generation returns: the parsed response plus why it stopped and what it cost.
+
+    ``appended_text`` is text the frontend added to finish a constrained reply the token budget cut off
+    (``finish_reason`` is then ``length``); ``dropped`` lists generated text the reply leaves out.
+    """
 
     response: ParsedResponse
     finish_reason: FinishReason
     usage: Usage
     raw_text: str = ""
     model_name: str = ""
+    appended_text: str = ""
+    dropped: list[DroppedText] = field(default_factory=list)
 
     @property
     def content(self) -> str:
@@ -134,8 +152,10 @@ class Message:
 
     ``content`` is text for system/user/assistant turns; a tool result (``role="tool"``) may
     also hold any JSON-serialisable value. ``tool_calls`` are the calls an assistant turn made;
-    ``tool_call_id``/``name`` identify which call a tool result answers. ``reasoning`` is an
-    assistant turn's reasoning, replayed into the prompt only when asked (``keep_reasoning``).
+    ``tool_call_id``/``name`` identify which call a tool result answers. ``invalid_tool_calls``
+    are an assistant turn's rejected call attempts: the prompt shows them with their errors.
+    ``reasoning`` is an assistant turn's reasoning, replayed into the prompt only when asked
+    (``keep_reasoning``).
     """
 
     role: Role
@@ -143,4 +163,5 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
     reasoning: str | None = None

@@ -13,9 +13,11 @@ as ``invoke`` for the same generation:
   schema-violating; the core's ``tool_call_delta`` events are therefore not forwarded;
 - an invalid attempt arrives as a chunk whose ``args`` are the attempted call block (see
   ``invalid_call_args``), which LangChain reports under ``invalid_tool_calls``. LangChain's chunk
-  merge cannot carry the ``error`` text (it is ``None`` in the aggregate; ``invoke`` keeps it);
-- the last chunk carries usage, ``finish_reason`` and ``model_name`` (once, so merging neither
-  sums nor concatenates them twice) and ``chunk_position="last"``;
+  merge rebuilds those with ``error=None``, so the reasons also travel, by call id, in the last
+  chunk's ``response_metadata["invalid_tool_call_errors"]``; ``restore_call_errors`` puts them back
+  (``ChatHermes`` does so itself when ``invoke`` streams internally, as in a streamed agent);
+- the last chunk carries usage, ``finish_reason``, ``model_name`` and those errors (once, so merging
+  neither sums nor concatenates them twice) and ``chunk_position="last"``;
 - with ``output_version="v1"`` content blocks are numbered here (text run, call, call, text run:
   0, 1, 2, 3; a call's ``tool_call_chunks`` index is its block number). LangChain would otherwise
   number text blocks itself, a text block could share its number with a call, and the two would

@@ -22,7 +22,8 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.types import GenerationResult, InvalidToolCall, Message, ToolCall, Usage
+from hermes_core.format.rejected_calls import REJECTED_CALL_TOOL, UNKNOWN_REJECTION, stand_in_error
+from hermes_core.types import GenerationResult, InvalidToolCall, Message, ToolCall, Usage, new_call_id
 
 PROVIDER = "hermes"
 # Hermes call delimiters (the format's, as in hermes_core.grammar, which is too heavy to import here).
@@ -55,6 +56,7 @@ def _to_core_message(message: BaseMessage) -> Message:
             "assistant",
             _ai_text(message),
             tool_calls=_core_tool_calls(message),
+            invalid_tool_calls=_core_invalid_calls(message),
             reasoning=_ai_reasoning(message),
         )
     if isinstance(message, ToolMessage):
@@ -121,7 +123,7 @@ def _ai_reasoning(message: AIMessage) -> str | None:
 
 
 def _core_tool_calls(message: AIMessage) -> list[ToolCall]:
-    """The assistant's valid calls (invalid attempts are not replayed: no tool answered them)."""
+    """The assistant's calls (stand-ins for rejected attempts included: the core leaves them out)."""
     calls = []
     for call in message.tool_calls:
         if call.get("id"):
@@ -129,6 +131,29 @@ def _core_tool_calls(message: AIMessage) -> list[ToolCall]:
         else:
             calls.append(ToolCall(name=call["name"], arguments=dict(call["args"])))
     return calls
+
+
+def _core_invalid_calls(message: AIMessage) -> list[InvalidToolCall]:
+    """The assistant's rejected attempts, replayed to the model with their errors.
+
+    ``args`` is the attempt as ``invalid_call_args`` wrapped it (or another provider's raw text). An
+    error lost on the way (LangChain's chunk merge drops it) is taken from the attempt's stand-in call,
+    else a generic one is used.
+    """
+    stand_in_errors = {
+        call.get("id"): stand_in_error(call.get("args"))
+        for call in message.tool_calls
+        if call.get("name") == REJECTED_CALL_TOOL
+    }
+    attempts = []
+    for bad in message.invalid_tool_calls:
+        raw = bad.get("args") or ""
+        if raw.startswith(_CALL_OPEN + "\n") and raw.endswith("\n" + _CALL_CLOSE):
+            raw = raw[len(_CALL_OPEN) + 1 : -len(_CALL_CLOSE) - 1]
+        call_id = bad.get("id") or new_call_id()
+        error = bad.get("error") or stand_in_errors.get(call_id) or UNKNOWN_REJECTION
+        attempts.append(InvalidToolCall(raw=raw, error=error, name=bad.get("name"), id=call_id))
+    return attempts
 
 
 def _tool_content(message: ToolMessage) -> Any:
@@ -220,10 +245,48 @@ def to_usage_metadata(usage: Usage) -> UsageMetadata:
     )
 
 
+INVALID_CALL_ERRORS = "invalid_tool_call_errors"
+"""``response_metadata`` key: the reason for each invalid call, by call id (it survives adding up chunks)."""
+
+
 def to_response_metadata(result: GenerationResult) -> dict[str, Any]:
-    """Why generation stopped and which model answered."""
-    return {
+    """Why generation stopped, which model answered, why each invalid call attempt was rejected; text
+    appended to finish a cut-off reply, and generated text the reply left out, where there was any."""
+    metadata: dict[str, Any] = {
         "finish_reason": result.finish_reason,
         "model_name": result.model_name,
         "model_provider": PROVIDER,
     }
+    if result.invalid_tool_calls:
+        metadata[INVALID_CALL_ERRORS] = {call.id: call.error for call in result.invalid_tool_calls}
+    if result.appended_text:
+        metadata["appended_text"] = result.appended_text
+    if result.dropped:
+        metadata["dropped"] = [{"text": d.text, "reason": d.reason} for d in result.dropped]
+    return metadata
+
+
+def restore_call_errors(message: AIMessage) -> AIMessage:
+    """``message`` with each invalid call's ``error`` put back from its ``response_metadata``.
+
+    LangChain rebuilds ``invalid_tool_calls`` from ``tool_call_chunks`` whenever chunks are added up,
+    always with ``error=None``; the reasons travel in ``response_metadata["invalid_tool_call_errors"]``.
+    Use it on a message you added up from ``stream``/``astream`` chunks yourself; ``ChatHermes`` applies
+    it to what ``invoke``/``generate`` return when they stream internally (agents, ``streaming=True``).
+    """
+    errors = message.response_metadata.get(INVALID_CALL_ERRORS)
+    if not isinstance(errors, dict):
+        return message
+
+    def fixed(item: Any) -> Any:
+        if isinstance(item, dict) and item.get("error") is None and item.get("id") in errors:
+            return {**item, "error": errors[item["id"]]}
+        return item
+
+    update: dict[str, Any] = {"invalid_tool_calls": [fixed(call) for call in message.invalid_tool_calls]}
+    if isinstance(message.content, list):  # output_version="v1": invalid calls are content blocks too
+        update["content"] = [
+            fixed(block) if isinstance(block, dict) and block.get("type") == "invalid_tool_call" else block
+            for block in message.content
+        ]
+    return message.model_copy(update=update)

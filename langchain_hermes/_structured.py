@@ -9,10 +9,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
-from hermes_core.errors import UnsupportedOptionError
+from hermes_core.errors import ToolSpecError, UnsupportedOptionError
+from hermes_core.format.tool_specs import to_json_schema
+from langchain_hermes._tools import convert_tools
 
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 _METHODS = ("json_schema", "function_calling", "json_mode")
@@ -42,7 +44,7 @@ def structured_output_runnable(
     if schema is None:
         trace = {}
     if method == "function_calling":
-        name = convert_to_openai_tool(schema, strict=strict)["function"]["name"]
+        name = convert_tools([schema])[0]["function"]["name"]
         bound = llm.bind_tools([schema], tool_choice=name, parallel_tool_calls=False, strict=strict, **trace)
         parser: Runnable = (
             PydanticToolsParser(tools=[schema], first_tool_only=True)
@@ -68,9 +70,21 @@ def structured_output_runnable(
 
 
 def _json_schema(schema: Any, strict: bool | None) -> dict[str, Any]:
-    """The JSON schema for the engine's JSON mode; a plain JSON-schema dict is used as given."""
+    """The JSON schema for the engine's JSON mode: the core's conversion of a class, a JSON-schema dict as given.
+
+    Classes go through ``hermes_core`` (not LangChain's converter), so a recursive model keeps its
+    ``$defs``/``$ref`` and the grammar constrains every level of it.
+    """
     if isinstance(schema, dict) and "properties" in schema and not {"function", "parameters"} & set(schema):
         return schema
+    if isinstance(schema, type):
+        try:
+            return to_json_schema(schema)
+        except ToolSpecError as exc:
+            raise UnsupportedOptionError(
+                f"Cannot turn {schema.__name__} into a JSON schema: {exc} Pass a pydantic class, a TypedDict "
+                "or a JSON-schema dict."
+            ) from exc
     try:
         return convert_to_json_schema(schema, strict=strict)
     except (ValueError, TypeError) as exc:

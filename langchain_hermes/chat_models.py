@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -21,9 +22,11 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from hermes_core.engines.local.loading import EMBEDDED_NAME
 from hermes_core.errors import UnsupportedOptionError
-from langchain_hermes._chunks import ChunkBuilder
-from langchain_hermes._messages import PROVIDER, to_ai_message, to_core_messages
-from langchain_hermes._options import check_options, engine_options
+from hermes_core.options import check_load_options, check_request_options
+from langchain_hermes._agent_loop import AgentChunkBuilder, in_langgraph_node, with_stand_ins
+from langchain_hermes._messages import PROVIDER, restore_call_errors, to_ai_message, to_core_messages
+from langchain_hermes._options import check_options, check_response_format, engine_options, request_options
+from langchain_hermes._profile import hermes_profile, token_limits
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
 from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
 
@@ -66,6 +69,8 @@ class ChatHermes(BaseChatModel):
     """Random seed for sampling (reproducible runs with temperature > 0)."""
     constrained: bool = True
     """Constrain tool calls and JSON output with a grammar (xgrammar)."""
+    duplicate_tool_calls: Literal["end_turn", "keep"] = "end_turn"
+    """A call repeating one already made in the turn ends the turn and is dropped; ``"keep"`` keeps repeats."""
     prefix_cache: bool = True
     """Reuse the KV cache of a shared prompt prefix across calls."""
     variant: str = "auto"
@@ -87,6 +92,8 @@ class ChatHermes(BaseChatModel):
             if "model" in kwargs:
                 raise ValueError("ChatHermes got the model twice (positionally and as model=); pass it once.")
             kwargs["model"] = model
+        check_load_options(kwargs)
+        check_request_options(request_options(kwargs))
         super().__init__(**kwargs)
 
     @model_validator(mode="before")
@@ -156,6 +163,15 @@ class ChatHermes(BaseChatModel):
             return str(self.engine.model_name)
         return self.model if self.model is not None else EMBEDDED_NAME
 
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """Capabilities (tool calling, tool choice, structured output...); token limits once loaded."""
+        return hermes_profile(self.engine)
+
+    def _fill_token_limits(self, engine: Any) -> None:
+        """Add the loaded model's token limits to the profile (keys already set are kept)."""
+        if self.profile is not None and "max_input_tokens" not in self.profile:
+            self.profile = ModelProfile(**{**token_limits(engine), **self.profile})
+
     # ----------------------------------------------------------------- engine
     def _load_options(self) -> dict[str, Any]:
         """Options that select the shared engine (only those set, so equal setups share one)."""
@@ -181,6 +197,7 @@ class ChatHermes(BaseChatModel):
             return self.engine
         if self._engine is None:
             self._engine = get_engine(self.model, **self._load_options())
+            self._fill_token_limits(self._engine)
         return self._engine
 
     async def _aget_engine(self, model: str | None = None) -> Any:
@@ -200,6 +217,7 @@ class ChatHermes(BaseChatModel):
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
             "constrained": self.constrained,
+            "duplicate_tool_calls": self.duplicate_tool_calls,
             "stop": self.stop or None,
             "reasoning": self.reasoning,
             "reasoning_budget": self.reasoning_budget,
@@ -207,6 +225,28 @@ class ChatHermes(BaseChatModel):
         return engine_options(defaults, stop, kwargs)
 
     # ------------------------------------------------------------- generation
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """LangChain's generate step (cache, internal streaming), with invalid-call errors kept when it streamed."""
+        result = super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return _with_call_errors(result)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Async ``_generate_with_cache``."""
+        result = await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return _with_call_errors(result)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -217,7 +257,7 @@ class ChatHermes(BaseChatModel):
         options = self._call_options(stop, kwargs)
         engine = self._get_engine(kwargs.get("model"))
         result = engine.generate(to_core_messages(messages), **options)
-        return ChatResult(generations=[ChatGeneration(message=to_ai_message(result))])
+        return ChatResult(generations=[ChatGeneration(message=_reply(result))])
 
     async def _agenerate(
         self,
@@ -229,7 +269,7 @@ class ChatHermes(BaseChatModel):
         options = self._call_options(stop, kwargs)
         engine = await self._aget_engine(kwargs.get("model"))
         result = await engine.agenerate(to_core_messages(messages), **options)
-        return ChatResult(generations=[ChatGeneration(message=to_ai_message(result))])
+        return ChatResult(generations=[ChatGeneration(message=_reply(result))])
 
     def _stream(
         self,
@@ -241,8 +281,11 @@ class ChatHermes(BaseChatModel):
         # LangChain itself reports each yielded chunk to ``run_manager.on_llm_new_token``.
         options = self._call_options(stop, kwargs)
         engine = self._get_engine(kwargs.get("model"))
-        builder = ChunkBuilder(v1=self.output_version == "v1")
+        builder = AgentChunkBuilder(v1=self.output_version == "v1")
+        agent_loop = in_langgraph_node()
         for event in engine.stream(to_core_messages(messages), **options):
+            if agent_loop and event.type == "end" and event.result is not None:
+                yield from builder.stand_in_chunks(event.result)
             chunk = builder.chunk(event)
             if chunk is not None:
                 yield chunk
@@ -256,8 +299,12 @@ class ChatHermes(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         options = self._call_options(stop, kwargs)
         engine = await self._aget_engine(kwargs.get("model"))
-        builder = ChunkBuilder(v1=self.output_version == "v1")
+        builder = AgentChunkBuilder(v1=self.output_version == "v1")
+        agent_loop = in_langgraph_node()
         async for event in engine.astream(to_core_messages(messages), **options):
+            if agent_loop and event.type == "end" and event.result is not None:
+                for stand_in in builder.stand_in_chunks(event.result):
+                    yield stand_in
             chunk = builder.chunk(event)
             if chunk is not None:
                 yield chunk
@@ -280,12 +327,17 @@ class ChatHermes(BaseChatModel):
 
         ``strict`` is accepted for API compatibility: calls are always checked against the schemas
         (grammar while decoding, validation after), so it only changes the schema LangChain emits.
+        ``response_format`` (a JSON schema, OpenAI's ``{"type": "json_schema", ...}`` as ``create_agent``
+        binds it, or a pydantic class) constrains the final answer: with ``tool_choice`` auto each reply
+        is either tool calls or JSON text valid for the schema; a forced ``tool_choice`` makes it calls.
         """
         check_flag("parallel_tool_calls", parallel_tool_calls)
         check_flag("strict", strict)
         check_options(kwargs)
         specs = convert_tools(tools, strict=strict)
         check_tool_choice(tool_choice, specs)
+        if kwargs.get("response_format") is not None:
+            check_response_format(kwargs["response_format"])
         bound: dict[str, Any] = {"tools": specs, **kwargs}
         if tool_choice is not None:
             bound["tool_choice"] = tool_choice
@@ -315,6 +367,24 @@ class ChatHermes(BaseChatModel):
             )
         check_flag("strict", strict)
         return structured_output_runnable(self, schema, method=method, include_raw=include_raw, strict=strict)
+
+
+def _with_call_errors(result: ChatResult) -> ChatResult:
+    """``result`` with the error text of invalid calls restored where adding up chunks dropped it.
+
+    ``invoke`` streams internally when a callback asks for tokens (LangGraph's ``stream_mode="messages"``,
+    ``astream_events``, ``streaming=True``); an agent must then see the same errors as without streaming.
+    """
+    for generation in result.generations:
+        if isinstance(generation.message, AIMessage):
+            generation.message = restore_call_errors(generation.message)
+    return result
+
+
+def _reply(result: Any) -> AIMessage:
+    """The ``AIMessage`` for a finished generation; inside a LangGraph node, with stand-in calls added."""
+    message = to_ai_message(result)
+    return with_stand_ins(message, result) if in_langgraph_node() else message
 
 
 __all__ = ["ChatHermes"]

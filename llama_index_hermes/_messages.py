@@ -23,6 +23,7 @@ from llama_index.core.base.llms.types import (
 )
 
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.rejected_calls import UNKNOWN_REJECTION
 from hermes_core.types import GenerationResult, InvalidToolCall, Message, Role, ToolCall, Usage, new_call_id
 
 _ROLES: dict[MessageRole, Role] = {
@@ -107,6 +108,21 @@ def _assistant_tool_calls(message: ChatMessage, index: int) -> list[ToolCall]:
     return [_legacy_tool_call(raw, where) for raw in message.additional_kwargs.get("tool_calls") or []]
 
 
+def rejected_attempts(message: ChatMessage) -> list[InvalidToolCall]:
+    """An assistant turn's rejected call attempts (``invalid_call_dict`` records), replayed with their errors."""
+    records = message.additional_kwargs.get("invalid_tool_calls") or []
+    return [
+        InvalidToolCall(
+            raw=str(item.get("raw") or ""),
+            error=str(item.get("error") or UNKNOWN_REJECTION),
+            name=item.get("name"),
+            id=item.get("id") or new_call_id(),
+        )
+        for item in records
+        if isinstance(item, dict)
+    ]
+
+
 def _reasoning(message: ChatMessage) -> str | None:
     """An assistant turn's ``ThinkingBlock`` text (replayed only with ``keep_reasoning=True``)."""
     parts = [block.content or "" for block in message.blocks if isinstance(block, ThinkingBlock)]
@@ -136,6 +152,7 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
                     role="assistant",
                     content=text,
                     tool_calls=_assistant_tool_calls(message, index),
+                    invalid_tool_calls=rejected_attempts(message),
                     reasoning=_reasoning(message),
                 )
             )
@@ -206,6 +223,8 @@ def raw_dict(result: GenerationResult, tool_calls: Sequence[ToolCall]) -> dict[s
         "usage": usage_dict(result.usage),
         "tool_calls": [openai_tool_call(call) for call in tool_calls],
         "invalid_tool_calls": [invalid_call_dict(call) for call in result.invalid_tool_calls],
+        "appended_text": result.appended_text,
+        "dropped": [{"text": d.text, "reason": d.reason} for d in result.dropped],
     }
 
 

@@ -17,6 +17,8 @@ from llama_index.core.program.utils import FlexibleModel, process_streaming_obje
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.types import BasePydanticProgram, Model
 
+from hermes_core.format.tool_specs import to_json_schema
+
 if TYPE_CHECKING:
     from llama_index_hermes.llm import HermesLLM
 
@@ -38,7 +40,7 @@ class JsonModeProgram(BasePydanticProgram[Model], Generic[Model]):
         return self._llm._extend_messages(messages)
 
     def _chat_kwargs(self, llm_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-        return {**(llm_kwargs or {}), "response_format": self._output_cls.model_json_schema()}
+        return {**(llm_kwargs or {}), "response_format": to_json_schema(self._output_cls)}
 
     def _parse(self, response: ChatResponse) -> Model:
         text = response.message.content or ""

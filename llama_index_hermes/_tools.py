@@ -10,25 +10,53 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools.types import BaseTool
 
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.tool_specs import model_parameters, to_tool_spec
 
 
 def to_openai_tools(tools: Sequence[BaseTool | dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI-style tool dicts from each tool's metadata (dicts already in that shape pass through).
+    """OpenAI-style tool dicts: a tool's name and description with its ``fn_schema`` converted by the core.
 
-    The 1024-character description limit is OpenAI's API rule, not a Hermes one, so it is skipped.
+    ``hermes_core`` builds the arguments schema (as it does for LangChain), so a recursive model keeps its
+    ``$defs``/``$ref``; dicts already in OpenAI's shape pass through. The 1024-character description
+    limit is OpenAI's API rule, not a Hermes one, so it is not applied.
     """
     specs: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
         if isinstance(tool, dict):
             specs.append(tool)
         elif isinstance(tool, BaseTool):
-            specs.append(tool.metadata.to_openai_tool(skip_length_check=True))
+            specs.append(_tool_spec(tool))
         else:
+            kind = type(tool).__name__
+            article = "an" if kind[:1].lower() in "aeiou" else "a"
+            name = getattr(tool, "__name__", None)
+            label = name if isinstance(name, str) else f"{tool!r:.60}"
+            fix = (
+                f"wrap it with FunctionTool.from_defaults({label}), or pass any BaseTool"
+                if callable(tool)
+                else "pass LlamaIndex tools (FunctionTool, QueryEngineTool, any BaseTool)"
+            )
             raise UnsupportedOptionError(
-                f"tool {index} is a {type(tool).__name__}; pass LlamaIndex tools (FunctionTool, QueryEngineTool, "
-                "any BaseTool) or OpenAI-style tool dicts."
+                f"tools[{index}] ({label}) is {article} {kind}, not a LlamaIndex tool; {fix} or an OpenAI-style "
+                "tool dict."
             )
     return specs
+
+
+def _tool_spec(tool: BaseTool) -> dict[str, Any]:
+    """The spec of a LlamaIndex tool; one without an ``fn_schema`` keeps LlamaIndex's default ``input`` argument."""
+    from pydantic import BaseModel
+
+    metadata = tool.metadata
+    schema = metadata.fn_schema
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return metadata.to_openai_tool(skip_length_check=True)
+    function = {
+        "name": metadata.get_name(),
+        "description": metadata.description,
+        "parameters": model_parameters(schema),
+    }
+    return to_tool_spec({"type": "function", "function": function})
 
 
 def resolve_tool_choice(tool_choice: Any, tool_required: bool) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.base.llms.generic_utils import (
@@ -43,6 +43,8 @@ from llama_index.core.types import PydanticProgramMode
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.frontend import REQUEST_OPTIONS
+from hermes_core.options import check_load_options, check_request_options
+from llama_index_hermes._agent_loop import stand_in_selections
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
 from llama_index_hermes._streaming import ChunkBuilder
@@ -96,6 +98,10 @@ class HermesLLM(FunctionCallingLLM):
     stop: list[str] | None = Field(default=None, description="Extra stop sequences.")
     seed: int | None = Field(default=None, description="Sampling seed for reproducible runs.")
     constrained: bool = Field(default=True, description="Enforce tool-call / JSON grammars while decoding.")
+    duplicate_tool_calls: Literal["end_turn", "keep"] = Field(
+        default="end_turn",
+        description="A call repeating one already made in the turn ends the turn and is dropped; 'keep' keeps it.",
+    )
     prefix_cache: bool = Field(
         default=True, description="Reuse the KV cache of a shared prompt prefix across calls."
     )
@@ -126,6 +132,8 @@ class HermesLLM(FunctionCallingLLM):
                     f"HermesLLM got engine= together with {given}; an engine is already loaded, so pass "
                     "either engine= or the model and its load options, not both."
                 )
+        check_load_options(kwargs)
+        check_request_options(kwargs)
         super().__init__(model=model, **kwargs)
         self._engine = engine
 
@@ -207,10 +215,12 @@ class HermesLLM(FunctionCallingLLM):
             "constrained": self.constrained,
             "reasoning": self.reasoning,
             "reasoning_budget": self.reasoning_budget,
+            "duplicate_tool_calls": self.duplicate_tool_calls,
         }
         options = {name: value for name, value in {**defaults, **kwargs}.items() if value is not None}
         if options.get("tools"):
             options["tools"] = to_openai_tools(options["tools"])
+        check_request_options(options)  # before the engine loads: a bad option fails in milliseconds
         return options
 
     @staticmethod
@@ -334,8 +344,13 @@ class HermesLLM(FunctionCallingLLM):
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
-        """The response's calls as ``ToolSelection``s (ids match its ``ToolCallBlock``s)."""
-        return tool_selections(response, error_on_no_tool_call=error_on_no_tool_call)
+        """The response's calls as ``ToolSelection``s (ids match its ``ToolCallBlock``s).
+
+        A reply whose every call attempt was rejected yields stand-in selections (see ``_agent_loop``)
+        so an agent loop shows the model why; with ``error_on_no_tool_call`` it raises instead, naming them.
+        """
+        selections = tool_selections(response, error_on_no_tool_call=error_on_no_tool_call)
+        return selections or stand_in_selections(response, selections)
 
     # ------------------------------------------------------ structured output
     def _json_mode(self) -> bool:

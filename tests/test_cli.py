@@ -335,3 +335,47 @@ def test_demo_reports_a_missing_model_in_one_line(tmp_path: Path, capsys: pytest
     assert demo.main(["--model", str(tmp_path / "no-model")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hermes-demo: error:") and "no-model" in err[0]
+
+
+def test_reply_cut_off_at_the_token_limit_is_said_in_one_line(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The forced call ends by itself (no note); the answer after it hits --max-new-tokens (one note)."""
+    module = tmp_path / "mode_tools.py"
+    module.write_text(
+        "from typing import Literal\n\n"
+        "def set_mode(mode: Literal['fast', 'slow']) -> str:\n"
+        '    """Switch the speed mode."""\n'
+        "    return f'mode is {mode}'\n"
+    )
+    argv = ["--model", str(tiny_model_dir), "--tools", str(module), "--tool-choice", "required"]
+    status = cli.main([*argv, "--max-tool-rounds", "1", "--max-new-tokens", "40", "Go fast"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "<- set_mode returned: mode is" in captured.out  # the first reply was complete
+    notes = [line for line in captured.err.splitlines() if "cut off" in line]
+    assert notes == [
+        "hermes-chat: the reply was cut off at --max-new-tokens (40 tokens); raise it for a longer one."
+    ]
+
+
+def test_demo_says_when_the_answer_was_cut_off(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert demo.main(["--model", str(tiny_model_dir), "--max-new-tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "tool call: get_weather(" in out
+    assert (
+        "(hermes-demo: the reply was cut off at --max-new-tokens (40 tokens); raise it for a longer one.)"
+        in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--temperature", "nan"), ("--temperature", "inf"), ("--repetition-penalty", "inf")]
+)
+def test_non_finite_sampling_flags_are_usage_errors(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([flag, value, "hi"])
+    assert exit_info.value.code == 2
+    assert f"{flag} must be a finite number" in capsys.readouterr().err

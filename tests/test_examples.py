@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ EXAMPLES = ROOT / "examples"
 TESTED = {
     "langchain_tool_calling.py",
     "langgraph_agent.py",
+    "langchain_structured_agent.py",
     "llama_index_rag_agent.py",
     "structured_output.py",
     "real_hermes_model.py",
@@ -71,6 +73,23 @@ def test_langgraph_agent() -> None:
     call = out.index(next(line for line in out if line.startswith("[model] tool call: convert_currency(")))
     assert out[call + 1] == "[tools] tool result: 250 EUR = 270.00 USD"  # ToolNode ran the tool
     assert out[-1].startswith("[model] answer: ") and len(out[-1]) > len("[model] answer: ")
+
+
+@pytest.mark.slow
+def test_langchain_structured_agent() -> None:
+    proc = run_example("langchain_structured_agent.py")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    call = out.index(next(line for line in out if line.startswith("[model] tool call: get_weather(")))
+    assert out[call + 1].startswith("[tools] tool result: It is sunny and 21 C in ")  # the tool ran
+    answer = lines_starting(proc.stdout, "[model] answer (JSON text): ")[0].split(": ", 1)[1]
+    report = json.loads(answer)
+    assert set(report) == {"city", "temperature_c", "sunny"}  # the grammar held the answer to the schema
+    structured = lines_starting(proc.stdout, "structured_response: ")[0]
+    assert structured == f"structured_response: WeatherReport(city={report['city']!r}, " + (
+        f"temperature_c={report['temperature_c']}, sunny={report['sunny']})"
+    )
+    assert lines_starting(proc.stdout, "strategy: ")[0].startswith("strategy: provider (")
 
 
 @pytest.mark.slow

@@ -27,6 +27,16 @@ Decisions where the format leaves a choice:
 - A tool message's name comes from ``name``, else from the earlier assistant tool call with the same
   ``tool_call_id``; if neither exists a ``UnsupportedOptionError`` says how to fix it.
 - ``role="developer"`` is treated as ``system``; any other unknown role is an error.
+- With both tools and a ``response_format``, the variant's tools system turn is followed by a system turn
+  of its own holding the final-answer schema prompt (``prompts.answer_schema_prompt_segments``): the
+  trained tools prompt stays exactly as it is for every family, and its KV prefix is shared with
+  tools-only requests.
+- An assistant turn's rejected call attempts (``Message.invalid_tool_calls``) are written after its
+  valid calls, each as the model wrote it inside ``<tool_call>`` tags, and each is answered with its
+  error (``rejected_calls.rejection_response``): a tool message with the attempt's id is rendered as
+  that error, and attempts no following tool message answers get it appended to the tool turn (or a
+  tool turn of their own). Stand-in calls for rejected attempts are not rendered. See
+  ``hermes_core.format.rejected_calls`` for why.
 - An earlier assistant turn's ``reasoning`` is left out of the prompt, as the reasoning models' cards
   advise; ``keep_reasoning=True`` writes it back before the turn's text, in the variant's reasoning
   tags (``<think>`` when the variant has none): ``S<think>\n C<reasoning> S\n</think>\n\n``.
@@ -36,14 +46,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.format.prompts import PromptSegment, response_schema
+from hermes_core.format.prompts import PromptSegment, answer_schema_prompt_segments, response_schema
+from hermes_core.format.rejected_calls import is_stand_in, rejection_response
 from hermes_core.format.tool_specs import to_tool_specs
 from hermes_core.format.variants import THINK, ChatVariant, ReasoningBlock, get_variant, raw_tool_content
-from hermes_core.types import Message, ToolCall, new_call_id
+from hermes_core.types import InvalidToolCall, Message, ToolCall, new_call_id
 
 __all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
 
@@ -149,17 +160,13 @@ def render_conversation(
     reasoning: bool | None = None,
     keep_reasoning: bool = False,
 ) -> RenderedPrompt:
-    """Render ``messages`` (plus the tools or JSON-mode system prompt) as Hermes ChatML segments.
+    """Render ``messages`` (plus the tools and/or JSON-schema system prompt) as Hermes ChatML segments.
 
     ``variant`` picks the family's layout (``hermes_core.format.variants``; None = Hermes 2 Pro's model
     card format described above); ``reasoning`` switches the family's reasoning prompt on or off (None =
-    the family's default). ``keep_reasoning`` replays earlier assistant turns' ``reasoning`` (dropped
-    by default).
+    the family's default). With both ``tools`` and ``response_format`` the schema is the final answer's.
+    ``keep_reasoning`` replays earlier assistant turns' ``reasoning`` (dropped by default).
     """
-    if tools and response_format is not None:
-        raise UnsupportedOptionError(
-            "Pass either tools or response_format to render_conversation, not both (JSON mode has no tools)."
-        )
     chat = get_variant(variant)
     thinking = chat.resolve_reasoning(reasoning)
     msgs = to_messages(messages)
@@ -169,20 +176,38 @@ def render_conversation(
     leading: list[str] = []
     while len(leading) < len(msgs) and msgs[len(leading)].role == "system":
         leading.append(_text(msgs[len(leading)], len(leading)))
-    segments, start = chat.system_turns(specs, schema, leading, thinking)
+    if specs and schema is not None:
+        segments, start = chat.system_turns(specs, None, leading, thinking)
+        segments += [_s(f"{IM_START}system\n"), *answer_schema_prompt_segments(schema), _s(f"{IM_END}\n")]
+    else:
+        segments, start = chat.system_turns(specs, schema, leading, thinking)
 
     call_names: dict[str, str] = {}
+    rejected: dict[str, InvalidToolCall] = {}
+    pending: list[InvalidToolCall] = []  # the last assistant turn's rejected attempts not answered yet
     index = start
     while index < len(msgs):
         msg = msgs[index]
         if msg.role == "tool":
             responses: list[tuple[list[PromptSegment], str]] = []
             while index < len(msgs) and msgs[index].role == "tool":
-                block = _tool_response(msgs[index], index, call_names) if chat.names_tool_results() else []
-                responses.append((block, raw_tool_content(msgs[index].content)))
+                attempt = rejected.get(msgs[index].tool_call_id or "")
+                if attempt is not None:
+                    responses.append(_rejection(attempt, chat))
+                    pending = [p for p in pending if p.id != attempt.id]
+                else:
+                    block = (
+                        _tool_response(msgs[index], index, call_names) if chat.names_tool_results() else []
+                    )
+                    responses.append((block, raw_tool_content(msgs[index].content)))
                 index += 1
+            responses += [_rejection(attempt, chat) for attempt in pending]
+            pending = []
             segments.extend(chat.tool_turn(responses, ends_conversation=index == len(msgs)))
             continue
+        if pending:  # rejected attempts of the previous assistant turn that no tool message answered
+            segments.extend(chat.tool_turn([_rejection(a, chat) for a in pending], ends_conversation=False))
+            pending = []
         segments.append(_s(f"{IM_START}{msg.role}\n"))
         if msg.role == "assistant":
             if keep_reasoning and msg.reasoning:
@@ -190,10 +215,14 @@ def render_conversation(
             segments.extend(_assistant_body(msg, index))
             for call in msg.tool_calls:
                 call_names[call.id] = call.name
+            rejected.update((attempt.id, attempt) for attempt in msg.invalid_tool_calls)
+            pending = list(msg.invalid_tool_calls)
         else:
             segments.append(_c(_text(msg, index)))
         segments.append(_s(f"{IM_END}\n"))
         index += 1
+    if pending:
+        segments.extend(chat.tool_turn([_rejection(a, chat) for a in pending], ends_conversation=True))
     if add_generation_prompt:
         segments.extend(chat.generation_prompt(thinking))
     return RenderedPrompt([seg for seg in segments if seg.text])
@@ -227,17 +256,22 @@ def _text(msg: Message, index: int) -> str:
 
 
 def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
-    """An assistant turn's text followed by its tool calls, as the model emits them (name first)."""
+    """An assistant turn's text, its tool calls as the model emits them (name first), then its rejected
+    attempts as the model wrote them (stand-ins for those attempts are left out)."""
     out: list[PromptSegment] = []
     text = _text(msg, index)
     if text:
         out.append(_c(text))
-    for n, call in enumerate(msg.tool_calls):
+    rejected_ids = {attempt.id for attempt in msg.invalid_tool_calls}
+    payloads = [
+        json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str)
+        for call in msg.tool_calls
+        if not is_stand_in(call, rejected_ids)
+    ]
+    payloads += [attempt.raw for attempt in msg.invalid_tool_calls]
+    for n, payload in enumerate(payloads):
         if n or text:
             out.append(_s("\n"))
-        payload = json.dumps(
-            {"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str
-        )
         out += [_s("<tool_call>\n"), _c(payload), _s("\n</tool_call>")]
     return out
 
@@ -245,6 +279,16 @@ def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
 def _reasoning_block(text: str, block: ReasoningBlock) -> list[PromptSegment]:
     """A replayed reasoning block: the tags are structure, the reasoning untrusted content."""
     return [_s(f"{block.open}\n"), _c(text), _s(f"\n{block.close}\n\n")]
+
+
+def _rejection(attempt: InvalidToolCall, chat: ChatVariant) -> tuple[list[PromptSegment], str]:
+    """A rejected attempt's answer for ``chat.tool_turn``: the named response block and the raw error."""
+    response = rejection_response(attempt)
+    raw = raw_tool_content(response["content"])
+    if not chat.names_tool_results():
+        return [], raw
+    payload = json.dumps(response, ensure_ascii=False, default=str)
+    return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")], raw
 
 
 def _tool_response(msg: Message, index: int, call_names: dict[str, str]) -> list[PromptSegment]:
@@ -291,6 +335,7 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             tool_calls=[_to_call(c, index) for c in raw.get("tool_calls") or []],
             tool_call_id=raw.get("tool_call_id"),
             name=raw.get("name"),
+            invalid_tool_calls=[_to_invalid_call(c, index) for c in raw.get("invalid_tool_calls") or []],
             reasoning=raw.get("reasoning", raw.get("reasoning_content")),
         )
     else:
@@ -304,12 +349,27 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             f"Message #{index} has unknown role {msg.role!r}; use one of system, user, assistant, tool."
         )
     if role != msg.role:
-        msg = Message(role, msg.content, list(msg.tool_calls), msg.tool_call_id, msg.name, msg.reasoning)  # type: ignore[arg-type]
-    if msg.tool_calls and role != "assistant":
+        msg = replace(msg, role=role)
+    if (msg.tool_calls or msg.invalid_tool_calls) and role != "assistant":
         raise UnsupportedOptionError(
-            f"Message #{index} ({role}) has tool_calls; only assistant messages make calls."
+            f"Message #{index} ({role}) has tool calls; only assistant messages make calls."
         )
     return msg
+
+
+def _to_invalid_call(raw: Any, index: int) -> InvalidToolCall:
+    """An ``InvalidToolCall`` from one, or from a dict with ``raw`` (the attempt's text) and ``error``."""
+    if isinstance(raw, InvalidToolCall):
+        return raw
+    if not isinstance(raw, dict) or not isinstance(raw.get("raw"), str):
+        raise UnsupportedOptionError(
+            f"Message #{index}: a rejected call attempt must be an InvalidToolCall or a dict with 'raw' "
+            f"(the attempt's text) and 'error', got {raw!r:.80}."
+        )
+    error = raw.get("error") if isinstance(raw.get("error"), str) else ""
+    return InvalidToolCall(
+        raw=raw["raw"], error=error, name=raw.get("name"), id=raw.get("id") or new_call_id()
+    )
 
 
 def _to_call(raw: Any, index: int) -> ToolCall:

@@ -8,6 +8,7 @@ so the engine tokenizes it with ``split_special_tokens=True`` and it can never b
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,10 @@ JSON_PROMPT_HEAD = (
     "You are a helpful assistant that answers in JSON. Here's the json schema you must adhere to:\n<schema>\n"
 )
 JSON_PROMPT_TAIL = "\n</schema>"
+ANSWER_PROMPT_HEAD = (
+    "When you answer without calling a function, reply with only a JSON object that adheres to this "
+    "json schema:\n<schema>\n"
+)
 ANY_JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 
@@ -49,12 +54,35 @@ class PromptSegment:
     special: bool
 
 
+# "<" of a tag the prompts use for structure (the model reads them as text, not special tokens).
+_STRUCTURE_TAG = re.compile(
+    r"<(?=/?\s*(?:tools|tool_call|tool_response|schema|think|scratch_pad)\b)", re.IGNORECASE
+)
+
+
+def escape_structure_tags(json_text: str) -> str:
+    """JSON text with the ``<`` of ``<tools>``, ``</tools>``, ``<tool_call>``, ``<schema>`` & co. written
+    as the JSON escape ``\\u003c``.
+
+    A tool spec or schema from an untrusted source could otherwise close the ``<tools>``/``<schema>``
+    block as text and write its own instructions or calls after it. In JSON a ``<`` can only be inside
+    a string, so the JSON value stays identical for a JSON reader, and text without such tags is
+    returned unchanged (ordinary specs stay byte for byte as the model card writes them).
+    """
+    return _STRUCTURE_TAG.sub(r"\\u003c", json_text)
+
+
+def embedded_json(value: Any) -> str:
+    """``json.dumps(value)`` as the prompts embed it, with structure tags escaped (``escape_structure_tags``)."""
+    return escape_structure_tags(json.dumps(value))
+
+
 def tools_system_prompt_segments(tools: Sequence[Any]) -> list[PromptSegment]:
     """Segments of the seed's function-calling system prompt: one ``json.dumps(spec)`` line per tool."""
     from hermes_core.format.tool_specs import to_tool_specs
 
     specs = to_tool_specs(tools)
-    body = "\n".join(json.dumps(spec) for spec in specs)
+    body = "\n".join(embedded_json(spec) for spec in specs)
     segments = [PromptSegment(TOOLS_PROMPT_HEAD, True)]
     if body:
         segments.append(PromptSegment(body, False))
@@ -95,7 +123,7 @@ def json_schema_system_prompt_segments(schema: Any) -> list[PromptSegment]:
     """Segments of the seed's JSON-mode system prompt with ``schema`` inside ``<schema>``."""
     return [
         PromptSegment(JSON_PROMPT_HEAD, True),
-        PromptSegment(json.dumps(response_schema(schema)), False),
+        PromptSegment(embedded_json(response_schema(schema)), False),
         PromptSegment(JSON_PROMPT_TAIL, True),
     ]
 
@@ -103,3 +131,16 @@ def json_schema_system_prompt_segments(schema: Any) -> list[PromptSegment]:
 def render_json_schema_system_prompt(schema: Any) -> str:
     """The exact JSON-mode system prompt for ``schema`` (a dict, or a pydantic model class)."""
     return "".join(s.text for s in json_schema_system_prompt_segments(schema))
+
+
+def answer_schema_prompt_segments(schema: Any) -> list[PromptSegment]:
+    """Segments added after the tools prompt when a reply may call tools or answer with JSON for ``schema``.
+
+    Not from the model card (which has no such combination): the JSON-mode prompt's ``<schema>`` block,
+    introduced as the shape of the final answer rather than of every reply.
+    """
+    return [
+        PromptSegment(ANSWER_PROMPT_HEAD, True),
+        PromptSegment(json.dumps(response_schema(schema)), False),
+        PromptSegment(JSON_PROMPT_TAIL, True),
+    ]

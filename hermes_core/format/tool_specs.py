@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
+from typing_extensions import is_typeddict
+
 from hermes_core.errors import ToolSpecError
 from hermes_core.format._docstrings import parse_docstring
 
@@ -56,7 +58,7 @@ def _build_spec(obj: Any) -> dict[str, Any]:
 
     if isinstance(obj, type) and issubclass(obj, BaseModel):
         return _from_model(obj)
-    if isinstance(obj, type) and typing.is_typeddict(obj):
+    if isinstance(obj, type) and is_typeddict(obj):
         return _from_typeddict(obj)
     if isinstance(obj, type):
         raise ToolSpecError(
@@ -174,14 +176,38 @@ def _own_doc(cls: type) -> str | None:
 def _from_model(model: Any) -> dict[str, Any]:
     """Spec for a pydantic model class: class name, docstring summary, its JSON schema."""
     name = _check_name(model.__name__, f"pydantic model {model.__qualname__}")
-    doc = parse_docstring(_own_doc(model))
+    return _spec(name, parse_docstring(_own_doc(model)).summary, model_parameters(model))
+
+
+def model_parameters(model: Any) -> dict[str, Any]:
+    """The arguments schema of a pydantic model class as a tool spec holds it (recursion kept in ``$defs``).
+
+    For adapters whose tools carry an arguments model under their own name (LangChain ``BaseTool``,
+    LlamaIndex ``ToolMetadata.fn_schema``), so their schemas are built exactly as the core builds one.
+    """
     try:
         schema = model.model_json_schema()
     except Exception as exc:
         raise ToolSpecError(
-            f"Cannot build a JSON schema for pydantic model {name!r}: {_first_line(exc)}; use JSON-compatible field types."
+            f"Cannot build a JSON schema for pydantic model {model.__name__!r}: {_first_line(exc)}; use "
+            "JSON-compatible field types."
         ) from None
-    return _spec(name, doc.summary, _finish(schema, doc.args))
+    return _finish(schema, parse_docstring(_own_doc(model)).args)
+
+
+def to_json_schema(obj: Any) -> dict[str, Any]:
+    """The JSON-mode schema of a pydantic model class or TypedDict: its tool spec's parameters, titled.
+
+    Same conversion as ``to_tool_spec`` (``$defs``/``$ref`` kept for recursive models), with the
+    class name as ``title`` and its docstring summary as ``description``; a dict is returned as given.
+    """
+    if isinstance(obj, dict):
+        return obj
+    function = to_tool_spec(obj)["function"]
+    head = {"title": function["name"]}
+    if function["description"]:
+        head["description"] = function["description"]
+    return {**head, **function["parameters"]}
 
 
 def _from_typeddict(td: type) -> dict[str, Any]:
@@ -208,9 +234,10 @@ def _from_typeddict(td: type) -> dict[str, Any]:
             required.add(key)
     fields: dict[str, Any] = {}
     for index, (key, annotation) in enumerate(hints.items()):
+        text = _annotated_text(_unwrap_required(annotation))
         fields[f"p{index}"] = (
             _unwrap_required(annotation),
-            Field(... if key in required else None, alias=key),
+            Field(... if key in required else None, alias=key, **({"description": text} if text else {})),
         )
     schema = _model_schema(name, fields, f"TypedDict {name!r}")
     for key in hints:
@@ -281,8 +308,12 @@ def _from_function(fn: Callable[..., Any]) -> dict[str, Any]:
                 f"({_first_line(exc)}); use str/int/float/bool, list, dict, Literal, Enum or a pydantic model."
             ) from None
         default = ... if param.default is param.empty else param.default
-        described = doc.args.get(pname) and not _has_explicit_description(annotation)
-        extra = {"description": doc.args[pname]} if described else {}
+        text = (
+            None
+            if _has_explicit_description(annotation)
+            else _annotated_text(annotation) or doc.args.get(pname)
+        )
+        extra = {"description": text} if text else {}
         fields[f"p{index}"] = (annotation, Field(default, alias=pname, **extra))
     schema = _model_schema(name, fields, f"function {fname!r}")
     schema.pop("description", None)
@@ -294,6 +325,14 @@ def _has_explicit_description(annotation: Any) -> bool:
     if typing.get_origin(annotation) is not typing.Annotated:
         return False
     return any(getattr(meta, "description", None) for meta in typing.get_args(annotation)[1:])
+
+
+def _annotated_text(annotation: Any) -> str | None:
+    """A plain string in ``Annotated[X, ..., "text"]``: the parameter's description (LangChain's spelling)."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None
+    texts = [meta for meta in typing.get_args(annotation)[1:] if isinstance(meta, str) and meta.strip()]
+    return texts[-1].strip() if texts else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -320,34 +359,83 @@ def _finish(schema: dict[str, Any], arg_docs: dict[str, str]) -> dict[str, Any]:
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """Replace local ``#/$defs/X`` references by their definitions; keep ``$defs`` if they recurse."""
+    """Replace local ``#/$defs/X`` references by their definitions, except where X recurses.
+
+    A definition that refers back to itself (a tree node) cannot be inlined: its references stay
+    ``$ref``s into a ``$defs`` holding only such definitions. A root that is just a reference to one
+    is unrolled once, so the top level still lists the properties.
+    """
     defs = schema.get("$defs") or {}
     if not defs:
         return schema
+    cyclic = {key for key in defs if _reaches(defs, key, key)}
 
-    class _Recursive(Exception):
-        pass
+    def target(node: dict[str, Any]) -> str | None:
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[len("#/$defs/") :] in defs:
+            return ref[len("#/$defs/") :]
+        return None
 
-    def resolve(node: Any, stack: tuple[str, ...]) -> Any:
+    def resolve(node: Any) -> Any:
         if isinstance(node, list):
-            return [resolve(item, stack) for item in node]
+            return [resolve(item) for item in node]
         if not isinstance(node, dict):
             return node
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            key = ref[len("#/$defs/") :]
-            if key in stack or key not in defs:
-                raise _Recursive
-            target = resolve(defs[key], (*stack, key))
-            siblings = {k: resolve(v, stack) for k, v in node.items() if k != "$ref"}
-            return {**target, **siblings}
-        return {k: (v if k in _DATA_KEYS else resolve(v, stack)) for k, v in node.items()}
+        key = target(node)
+        if key is not None and key not in cyclic:
+            siblings = {k: resolve(v) for k, v in node.items() if k != "$ref"}
+            return {**resolve(defs[key]), **siblings}
+        return {k: (v if k in _DATA_KEYS else resolve(v)) for k, v in node.items() if k != "$defs"}
 
-    body = {k: v for k, v in schema.items() if k != "$defs"}
-    try:
-        return resolve(body, ())
-    except _Recursive:
-        return schema
+    body = resolve(schema)
+    root = target(body)
+    if root is not None:  # the whole schema is one recursive definition: show its properties at the top
+        body = {**resolve(defs[root]), **{k: v for k, v in body.items() if k != "$ref"}}
+    kept = {key: resolve(defs[key]) for key in sorted(cyclic) if _mentions(body, key) or key == root}
+    pending = list(kept)
+    while pending:  # definitions only reachable through another kept one
+        holder = kept[pending.pop()]
+        for key in sorted(k for k in cyclic - kept.keys() if _mentions(holder, k)):
+            kept[key] = resolve(defs[key])
+            pending.append(key)
+    if kept:
+        body["$defs"] = kept
+    return body
+
+
+def _reaches(defs: dict[str, Any], start: str, goal: str) -> bool:
+    """Whether definition ``start`` refers, directly or through other definitions, to ``goal``."""
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        key = pending.pop()
+        for ref in _refs_in(defs.get(key)):
+            if ref == goal:
+                return True
+            if ref not in seen:
+                seen.add(ref)
+                pending.append(ref)
+    return False
+
+
+def _refs_in(node: Any) -> set[str]:
+    """Names of the ``#/$defs/...`` definitions ``node`` refers to directly."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            ref = item.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                found.add(ref[len("#/$defs/") :])
+            stack.extend(v for k, v in item.items() if k not in _DATA_KEYS)
+    return found
+
+
+def _mentions(node: Any, key: str) -> bool:
+    return key in _refs_in(node)
 
 
 def _strip_titles(node: Any) -> Any:

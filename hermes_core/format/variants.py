@@ -20,6 +20,7 @@ from typing import Any
 from hermes_core.errors import ModelLoadError, UnsupportedOptionError
 from hermes_core.format.prompts import (
     PromptSegment,
+    escape_structure_tags,
     json_schema_system_prompt_segments,
     tools_system_prompt_segments,
 )
@@ -192,7 +193,9 @@ class Hermes3(ChatVariant):
         self, specs: list[dict[str, Any]], schema: Any, leading: list[str], thinking: bool
     ) -> tuple[list[PromptSegment], int]:
         if specs:
-            lines = "\n".join(hermes3_tool_line(spec, self.tool_line_close) for spec in specs)
+            lines = escape_structure_tags(
+                "\n".join(hermes3_tool_line(spec, self.tool_line_close) for spec in specs)
+            )
             body = [_s(HERMES_3_TOOLS_HEAD), _c(lines), _s(HERMES_3_TOOLS_TAIL)]
             return _turn("system", body), 0
         if schema is not None:
@@ -232,6 +235,7 @@ class Hermes4(ChatVariant):
         trained: list[PromptSegment] = []
         if specs:
             lines = "\n".join(json.dumps(spec, ensure_ascii=False, separators=(",", ":")) for spec in specs)
+            lines = escape_structure_tags(lines)
             trained = [_s(HERMES_4_TOOLS_HEAD), _c(lines), _s(HERMES_4_TOOLS_TAIL)]
         elif schema is not None:
             trained = json_schema_system_prompt_segments(schema)
@@ -258,7 +262,9 @@ class Qwen(ChatVariant):
         if not first and self.identity is not None:
             first = [_s(self.identity)]
         if specs:
-            lines = "".join("\n" + json.dumps(spec, ensure_ascii=False) for spec in specs)
+            lines = escape_structure_tags(
+                "".join("\n" + json.dumps(spec, ensure_ascii=False) for spec in specs)
+            )
             tools = [_s(QWEN_TOOLS_HEAD), _c(lines), _s(QWEN_TOOLS_TAIL)]
             return _turn("system", _joined([first, tools])), min(len(leading), 1)
         if not first:

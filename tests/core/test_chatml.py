@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,8 @@ from hermes_core.format.prompts import (
     render_json_schema_system_prompt,
     render_tools_system_prompt,
 )
-from hermes_core.types import Message, ToolCall
+from hermes_core.format.rejected_calls import REJECTED_CALL_TOOL
+from hermes_core.types import InvalidToolCall, Message, ToolCall
 from tests.core.test_prompts import SEED_EXPECTED, STOCK_TOOL
 
 WEATHER = {
@@ -148,8 +150,115 @@ def test_json_mode_system_prompt_and_json_object():
     )
     any_object = render_conversation(msgs, response_format={"type": "json_object"}).text
     assert '<schema>\n{"type": "object"}\n</schema>' in any_object
-    with pytest.raises(UnsupportedOptionError, match="either tools or response_format"):
-        render_conversation(msgs, tools=[WEATHER], response_format=schema)
+
+
+def test_tools_with_a_response_schema_add_the_final_answer_schema_after_the_tools_prompt():
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    msgs = [Message("system", "Be terse."), Message("user", "Give x.")]
+    text = render_conversation(msgs, tools=[WEATHER], response_format=schema).text
+    assert text == (
+        "<|im_start|>system\n" + render_tools_system_prompt([WEATHER]) + "\n\nBe terse.<|im_end|>\n"
+        "<|im_start|>system\n"
+        "When you answer without calling a function, reply with only a JSON object that adheres to this "
+        'json schema:\n<schema>\n{"type": "object", "properties": {"x": {"type": "integer"}}}\n</schema>'
+        "<|im_end|>\n<|im_start|>user\nGive x.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # the tools prompt keeps its place, so a prefix cache still shares it with tools-only requests
+    assert text.startswith("<|im_start|>system\n" + render_tools_system_prompt([WEATHER]))
+
+
+def _attempt_conversation(*, answered_by: str | None) -> list[Message]:
+    """A user question, an assistant turn with one rejected attempt, maybe a tool message answering it."""
+    attempt = InvalidToolCall(
+        raw='{"name": "get_weather", "arguments": {"town": "Paris"}}',
+        error="Invalid arguments for tool 'get_weather': argument 'city' is required.",
+        name="get_weather",
+        id="call_bad",
+    )
+    stand_in = ToolCall(REJECTED_CALL_TOOL, {"tool": "get_weather", "error": attempt.error}, id="call_bad")
+    msgs = [
+        Message("user", "Weather in Paris?"),
+        Message("assistant", "", tool_calls=[stand_in], invalid_tool_calls=[attempt]),
+    ]
+    if answered_by is not None:
+        msgs.append(Message("tool", answered_by, tool_call_id="call_bad", name=REJECTED_CALL_TOOL))
+    return msgs
+
+
+REJECTED_TURNS = (
+    "<|im_start|>assistant\n<tool_call>\n"
+    '{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call><|im_end|>\n'
+    "<|im_start|>tool\n<tool_response>\n"
+    '{"name": "get_weather", "content": {"error": "Invalid arguments for tool \'get_weather\': '
+    "argument 'city' is required.\"}}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@pytest.mark.parametrize(
+    "answered_by",
+    [
+        None,
+        "Error: rejected_tool_call is not a valid tool, try one of [get_weather].",
+        "could not be executed",
+    ],
+)
+def test_a_rejected_attempt_is_shown_as_written_and_answered_with_its_error(answered_by):
+    text = render_conversation(_attempt_conversation(answered_by=answered_by)).text
+    assert text.endswith(REJECTED_TURNS)
+    assert REJECTED_CALL_TOOL not in text  # neither the stand-in call nor the agent's answer to it
+    assert text.count("<tool_response>") == 1
+
+
+def test_unanswered_rejected_attempts_join_the_tool_turn_after_valid_results():
+    attempt = InvalidToolCall(
+        raw='{"name": "get_weather", "argu', error="cut off", name="get_weather", id="b"
+    )
+    msgs = [
+        Message("user", "Weather in Paris and Rome?"),
+        Message(
+            "assistant",
+            "Checking.",
+            tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="a")],
+            invalid_tool_calls=[attempt],
+        ),
+        Message("tool", "sunny", tool_call_id="a"),
+        Message("user", "And?"),
+    ]
+    text = render_conversation(msgs).text
+    assert (
+        "Checking.\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_weather", "argu\n</tool_call><|im_end|>\n'
+        "<|im_start|>tool\n<tool_response>\n"
+        '{"name": "get_weather", "content": "sunny"}\n</tool_response>\n<tool_response>\n'
+        '{"name": "get_weather", "content": {"error": "cut off"}}\n</tool_response><|im_end|>\n'
+        "<|im_start|>user\nAnd?<|im_end|>\n"
+    ) in text
+
+
+def test_rejected_attempt_text_cannot_forge_structure():
+    attempt = InvalidToolCall(raw=INJECTION, error=INJECTION, name=None, id="x")
+    msgs = [Message("user", "?"), Message("assistant", "", invalid_tool_calls=[attempt])]
+    prompt = render_conversation(msgs)
+    assert all(INJECTION not in seg.text for seg in prompt.segments if seg.special)
+    assert '"name": null' in prompt.text
+
+
+def test_dict_messages_carry_rejected_attempts():
+    msgs = to_messages(
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "invalid_tool_calls": [{"raw": "{", "error": "bad", "id": "i"}],
+            }
+        ]
+    )
+    assert msgs[0].invalid_tool_calls == [InvalidToolCall(raw="{", error="bad", id="i")]
+    with pytest.raises(UnsupportedOptionError, match="'raw'"):
+        to_messages([{"role": "assistant", "invalid_tool_calls": [{"error": "bad"}]}])
+    with pytest.raises(UnsupportedOptionError, match="only assistant messages"):
+        to_messages([{"role": "user", "invalid_tool_calls": [{"raw": "{", "error": "bad"}]}])
 
 
 def test_assistant_text_and_calls_together_and_non_ascii():
@@ -424,6 +533,28 @@ def test_sentencepiece_content_still_cannot_forge_turns(sentencepiece_tokenizer)
     assert tok(rendered.text, add_special_tokens=False)["input_ids"].count(_id(tok, "<|im_start|>")) > 5
 
 
+@pytest.mark.parametrize("variant", ["hermes-3", "qwen3"])
+def test_families_with_raw_tool_results_get_the_rejection_error_as_the_result(variant):
+    text = render_conversation(_attempt_conversation(answered_by="ignored"), variant=variant).text
+    error = "Invalid arguments for tool 'get_weather': argument 'city' is required."
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>' in text
+    assert "<tool_response>\n" + json.dumps({"error": error}) + "\n</tool_response>" in text
+    assert "ignored" not in text and REJECTED_CALL_TOOL not in text
+
+
+@pytest.mark.parametrize("variant", ["hermes-2-pro", "hermes-3", "hermes-4", "qwen2.5", "qwen3"])
+def test_every_family_keeps_its_tools_turn_and_adds_the_answer_schema_turn(variant):
+    msgs = [Message("user", "Give x.")]
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    tools_only = render_conversation(msgs, tools=[WEATHER], variant=variant, add_generation_prompt=False).text
+    both = render_conversation(
+        msgs, tools=[WEATHER], response_format=schema, variant=variant, add_generation_prompt=False
+    ).text
+    head = tools_only[: tools_only.index("<|im_start|>user")]
+    assert both.startswith(head + "<|im_start|>system\nWhen you answer without calling a function")
+    assert both.endswith("</schema><|im_end|>\n<|im_start|>user\nGive x.<|im_end|>\n")
+
+
 # --- replaying an assistant turn's reasoning ---------------------------------------------------------
 
 
@@ -442,9 +573,7 @@ def _reasoning_history() -> list[Message]:
 
 
 def test_earlier_reasoning_is_dropped_by_default():
-    plain = [
-        Message(m.role, m.content, list(m.tool_calls), m.tool_call_id, m.name) for m in _reasoning_history()
-    ]
+    plain = [replace(m, reasoning=None) for m in _reasoning_history()]
     rendered = render_conversation(_reasoning_history(), tools=[WEATHER])
     assert "call get_weather." not in rendered.text and "<think>" not in rendered.text
     assert rendered.text == render_conversation(plain, tools=[WEATHER]).text

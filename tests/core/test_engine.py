@@ -125,6 +125,61 @@ def test_json_mode_output_matches_schema(engine):
     assert not result.tool_calls
 
 
+BOUNDED_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 8}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_tools_with_a_response_schema_reply_with_valid_calls_or_a_valid_json_answer(engine):
+    """auto tool choice + response_format: every reply is either valid calls or schema-valid JSON text."""
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 8}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"],
+        "additionalProperties": False,
+    }
+    kinds = set()
+    for seed in range(6):
+        result = engine.generate(
+            ASK, tools=[BOUNDED_TOOL], response_format=schema, max_new_tokens=60, temperature=1.0, seed=seed
+        )
+        assert result.finish_reason != "length", result.raw_text
+        assert not result.invalid_tool_calls
+        if result.tool_calls:
+            kinds.add("calls")
+            assert result.content == "" and result.finish_reason == "tool_calls"
+            for call in result.tool_calls:
+                jsonschema.validate(call.arguments, BOUNDED_TOOL["function"]["parameters"])
+        else:
+            kinds.add("answer")
+            jsonschema.validate(json.loads(result.content), schema)
+    assert kinds == {"calls", "answer"}, kinds  # both branches of the grammar were taken
+    prepared = engine._prepare(ASK, tools=[BOUNDED_TOOL], response_format=schema)
+    text = engine.tokenizer.decode(prepared.request.prompt_ids)
+    assert "<tools>" in text and '<schema>\n{"type": "object"' in text and not prepared.json_mode
+
+
+def test_a_forced_call_with_a_response_schema_is_a_call_and_the_prompt_keeps_the_schema(engine):
+    """As OpenAI does: tool_choice='required' + response_format makes this reply calls; the schema is for later."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    result = engine.generate(
+        ASK, tools=[BOUNDED_TOOL], tool_choice="required", response_format=schema, max_new_tokens=40
+    )
+    assert result.tool_calls and result.content == ""
+    forced = engine._prepare(ASK, tools=[BOUNDED_TOOL], tool_choice="required", response_format=schema)
+    auto = engine._prepare(ASK, tools=[BOUNDED_TOOL], response_format=schema)
+    assert forced.request.prompt_ids == auto.request.prompt_ids  # an agent's turns share the cached prefix
+
+
 def test_stream_matches_generate_and_never_shows_markup(engine):
     options = dict(
         tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="required", max_new_tokens=60, temperature=0.8, seed=7

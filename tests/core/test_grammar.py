@@ -397,6 +397,27 @@ def test_auto_shapes(tiny):
     assert not accepts(single, name_first + "\n" + args_first)
 
 
+def test_tools_or_answer_shapes(tiny):
+    """auto tool choice with a response schema: calls, or one schema-valid JSON answer, never prose."""
+    cache = tiny[2]
+    grammar = cache.for_tools_or_answer(TOOLS, Person.model_json_schema(), True)
+    name_first, args_first = call(tiny, NAME_FIRST), call(tiny, ARGS_FIRST)
+    assert accepts(grammar, '{"name": "Ada", "age": 36, "employed": true}')
+    assert accepts(grammar, name_first)
+    assert accepts(grammar, name_first + "\n" + args_first)
+    assert not accepts(grammar, "")
+    assert not accepts(grammar, "Just text, no tools needed.")
+    assert not accepts(grammar, "Let me check.\n" + name_first)
+    assert not accepts(grammar, '{"name": "Ada", "age": 360, "employed": true}')
+    assert not accepts(grammar, '{"name": "Ada", "age": 36}')
+    assert not accepts(grammar, '{"name": "Ada", "age": 36, "employed": true}\n' + name_first)
+    assert not accepts(grammar, name_first + '\n{"name": "Ada", "age": 36, "employed": true}')
+    single = cache.for_tools_or_answer(TOOLS, Person.model_json_schema(), False)
+    assert accepts(single, name_first) and not accepts(single, name_first + "\n" + args_first)
+    any_object = cache.for_tools_or_answer(TOOLS, {"type": "json_object"}, True)
+    assert accepts(any_object, '{"anything": [1, 2]}') and not accepts(any_object, "[1, 2]")
+
+
 def test_none_and_toolless_auto_are_unconstrained(tiny):
     cache = tiny[2]
     assert cache.for_tools(TOOLS, NormalizedToolChoice("none"), True) is None

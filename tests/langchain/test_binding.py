@@ -135,9 +135,20 @@ def test_forcing_a_call_without_tools_fails_at_bind_time():
         ChatHermes().bind_tools([], tool_choice="any")
 
 
-def test_unconvertible_tool_is_named_by_position():
-    with pytest.raises(ToolSpecError, match=r"tools\[1\] \(42\) cannot be used as a tool"):
+def test_unconvertible_tool_is_named_by_position_in_one_line():
+    with pytest.raises(
+        ToolSpecError, match=r"tools\[1\] \(42\): an int is not a tool; pass a @tool"
+    ) as caught:
         ChatHermes().bind_tools([get_weather, 42])
+    assert "\n" not in str(caught.value)
+
+
+def test_function_without_type_hints_is_refused_naming_the_parameter():
+    def lookup(word):
+        return word
+
+    with pytest.raises(ToolSpecError, match=r"tools\[0\] \(lookup\): Parameter 'word' .* has no type hint"):
+        ChatHermes().bind_tools([lookup])
 
 
 def test_a_single_tool_not_in_a_list_is_refused_with_the_fix():

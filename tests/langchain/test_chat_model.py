@@ -209,7 +209,7 @@ def test_unknown_per_call_options_are_refused_by_name(tiny_llm):
 
 
 def test_bad_option_values_reach_the_user_as_the_engines_clear_errors(tiny_llm):
-    with pytest.raises(UnsupportedOptionError, match="temperature must be >= 0"):
+    with pytest.raises(UnsupportedOptionError, match="temperature must be a finite number >= 0"):
         tiny_llm.invoke("Hello", temperature=-2)
 
 

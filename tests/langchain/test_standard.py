@@ -50,29 +50,9 @@ class TestChatHermesUnit(ChatModelUnitTests):
 
 OVERRIDE_MODEL = "tiny-chatml-override"
 
-# Generation budget per test (every token costs CPU time): enough for one forced call of the
-# suite's small tools; more where the expected answer is longer (CJK names take many tokens).
-DEFAULT_BUDGET = 32
-BUDGETS = {
-    "test_unicode_tool_call_integration": 72,
-    "test_structured_output": 48,
-    "test_structured_output_async": 48,
-    "test_structured_output_pydantic_2_v1": 48,
-    "test_structured_output_optional_param": 48,
-    "test_json_mode": 48,
-    "test_bind_runnables_as_tools": 48,
-}
-# Greedy SmolLM2 loops inside long strings ("The cat was a cat, and it was a cat..."); a user
-# would set a repetition penalty for such a small model, so these tests do too. In bf16 (the default
-# on CPUs with native bf16) it also loops in the pirate greeting's style; 1.3 there makes it write
-# an empty string, 1.1 a short style, in bf16 and fp32 alike.
-LOOP_PRONE = {
-    "test_structured_output": 1.3,
-    "test_structured_output_async": 1.3,
-    "test_structured_output_pydantic_2_v1": 1.3,
-    "test_json_mode": 1.3,
-    "test_bind_runnables_as_tools": 1.1,
-}
+MAX_TOKENS = 256
+"""One plain budget for every test, as a user would set it: a forced call that repeats ends at the
+first repeat, and a structured answer the budget cuts is finished validly within it."""
 
 
 @functools.cache
@@ -87,7 +67,7 @@ def _override_model_parent() -> Path:
 
 @pytest.mark.slow
 class TestChatHermesIntegration(ChatModelIntegrationTests):
-    """The full integration suite on the embedded model, with small generation budgets."""
+    """The full integration suite on the embedded model, with one plain ``max_tokens`` for every test."""
 
     @property
     def chat_model_class(self) -> type[ChatHermes]:
@@ -95,17 +75,7 @@ class TestChatHermesIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"max_tokens": DEFAULT_BUDGET}
-
-    @pytest.fixture
-    def model(self, request: pytest.FixtureRequest) -> ChatHermes:
-        """The suite's model fixture, with this test's generation budget."""
-        extra = getattr(request, "param", None) or {}
-        name = request.node.originalname
-        budget = BUDGETS.get(name, DEFAULT_BUDGET)
-        if name in LOOP_PRONE:
-            extra = {"repetition_penalty": LOOP_PRONE[name], **extra}
-        return self.chat_model_class(**{**self.chat_model_params, "max_tokens": budget, **extra})
+        return {"max_tokens": MAX_TOKENS}
 
     @property
     def has_tool_choice(self) -> bool:

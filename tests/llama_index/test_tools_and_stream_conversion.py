@@ -53,9 +53,16 @@ def test_long_descriptions_are_allowed_and_dicts_pass_through() -> None:
     assert len(specs[0]["function"]["description"]) == 2000 and specs[1] is raw
 
 
-def test_non_tool_is_a_clear_error() -> None:
-    with pytest.raises(UnsupportedOptionError, match="tool 0 is a function"):
+def test_non_tool_is_a_clear_one_line_error() -> None:
+    with pytest.raises(
+        UnsupportedOptionError, match=r"tools\[0\] \(add\) is a function, not a LlamaIndex tool; wrap"
+    ):
         to_openai_tools([add])  # type: ignore[list-item]
+    with pytest.raises(
+        UnsupportedOptionError, match=r"tools\[1\] \(42\) is an int, not a LlamaIndex tool"
+    ) as caught:
+        to_openai_tools([FunctionTool.from_defaults(add), 42])  # type: ignore[list-item]
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

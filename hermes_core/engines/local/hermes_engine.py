@@ -12,7 +12,8 @@ from typing import Any
 
 from hermes_core.engines.local.engine import DEFAULT_MAX_BATCH_SIZE, EngineStats, LocalEngine
 from hermes_core.engines.local.prefix_cache import PrefixCache
-from hermes_core.frontend import Frontend
+from hermes_core.frontend import Frontend, _defaults
+from hermes_core.options import check_load_options, check_request_options
 
 
 class HermesEngine(Frontend):
@@ -99,8 +100,12 @@ def load_engine(
     """Load ``model`` (None = the embedded SmolLM2) and wrap it in a new engine.
 
     Weights are shared: loading the same model with the same load options twice in one process
-    reuses the first load.
+    reuses the first load. Every option is checked first, so a bad one never costs a model load.
     """
+    check_load_options(
+        {"quantization": quantization, "torch_dtype": torch_dtype, "prefix_cache": prefix_cache}
+    )
+    check_request_options(_defaults(max_new_tokens, temperature, top_p, repetition_penalty, constrained))
     loaded = _load_shared(
         model,
         quantization=quantization,

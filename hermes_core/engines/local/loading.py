@@ -45,6 +45,8 @@ DEFAULT_CONTEXT_WINDOW = 2048
 _MAX_SANE_CONTEXT = 10_000_000
 _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_PROBE_SECONDS = 5.0
+"""How long ``load_model`` waits for the Hugging Face hub to answer before calling it unreachable."""
 _PROGRESS_LOCK = threading.RLock()
 
 
@@ -244,7 +246,10 @@ def _resolve(model: Any, cache_dir: Any, progress: bool) -> tuple[str, str, str,
         )
     if _looks_like_path(text):
         raise ModelLoadError(f"model path {text!r} does not exist; check the path.")
-    return "hub-cache", text, text, _hub_offline() or _in_hub_cache(text)
+    local_only = _hub_offline() or _in_hub_cache(text)
+    if not local_only and (unreachable := _hub_unreachable()) is not None:
+        raise _hub_missing(text, unreachable)
+    return "hub-cache", text, text, local_only
 
 
 def _looks_like_path(text: str) -> bool:
@@ -258,6 +263,23 @@ def _hub_offline() -> bool:
 
     env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").strip().lower()
     return bool(constants.HF_HUB_OFFLINE) or env in {"1", "true", "yes", "on"}
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None when it answers.
+
+    One request with a short timeout and no retries, so an offline machine fails in seconds instead of
+    the minute huggingface_hub spends retrying before the same "not in the local cache" error.
+    """
+    import httpx
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    try:
+        httpx.head(endpoint, timeout=HUB_PROBE_SECONDS)
+    except httpx.HTTPError as exc:
+        return f"cannot reach {endpoint}: {type(exc).__name__}: {_first_line(exc)}"
+    return None
 
 
 def _hub_snapshot(repo_id: str) -> str | None:
@@ -276,11 +298,11 @@ def _in_hub_cache(repo_id: str) -> bool:
     return _hub_snapshot(repo_id) is not None
 
 
-def _hub_missing(repo_id: str, error: BaseException) -> ModelLoadError:
+def _hub_missing(repo_id: str, error: BaseException | str) -> ModelLoadError:
     """The error for a Hugging Face id that is neither a local path nor usable from the local cache."""
     from huggingface_hub import constants
 
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = error if isinstance(error, str) else _first_line(error)
     return ModelLoadError(
         f"{repo_id!r} is not a local path and was not found in the local Hugging Face cache "
         f"({constants.HF_HUB_CACHE}) nor downloaded ({reason}); download it on a connected machine with "

@@ -11,8 +11,9 @@ computed one at a time) is not exact in bf16.
 After a generation the engine stores the KV up to the prompt's last turn boundary; the next
 request takes the entry with the longest common prefix and reuses it up to its own latest turn
 boundary inside that prefix. Entries are taken out while in use (generation extends them in
-place) and stored again afterwards, so no tensor is ever copied. Memory is bounded by an LRU of
-``max_entries``.
+place) and stored again afterwards, so no tensor is ever copied. Memory is bounded by an LRU of at
+most ``max_entries`` entries and ``max_bytes`` bytes of KV tensors (default ``DEFAULT_MAX_BYTES``, or
+``HERMES_PREFIX_CACHE_MB`` MiB); the newest entry is always kept, so an agent loop keeps its reuse.
 """
 
 from __future__ import annotations
@@ -25,6 +26,23 @@ from typing import Any
 
 # Chunk length used when the tokenizer has no single <|im_start|> token to mark turns.
 FALLBACK_CHUNK_TOKENS = 256
+# Default byte bound: four entries of an 8B Llama 3 at 4k tokens (512 MB of KV each).
+DEFAULT_MAX_BYTES = 2048 * 1024 * 1024
+
+
+def kv_cache_bytes(cache: Any) -> int:
+    """Bytes held by a KV cache's key/value tensors (whole buffers, spare room included; shared ones once)."""
+    seen: set[int] = set()
+    total = 0
+    for layer in getattr(cache, "layers", None) or []:
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if tensor is None or not hasattr(tensor, "untyped_storage"):
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
 
 
 @dataclass
@@ -91,14 +109,24 @@ def _latest_start_within(starts: Sequence[int], limit: int) -> int:
 class PrefixCache:
     """LRU of KV caches keyed by the token sequence each one holds (always a run of whole chunks)."""
 
-    def __init__(self, max_entries: int = 4, min_reuse_tokens: int = 16) -> None:
+    def __init__(
+        self, max_entries: int = 4, min_reuse_tokens: int = 16, max_bytes: int | None = None
+    ) -> None:
+        from hermes_core.options import env_megabytes
+
         if max_entries < 1:
             raise ValueError(
                 "prefix cache max_entries must be at least 1 (use prefix_cache=False to disable it)"
             )
+        if max_bytes is None:
+            max_bytes = env_megabytes("HERMES_PREFIX_CACHE_MB", DEFAULT_MAX_BYTES // (1024 * 1024))
+        if max_bytes < 0:
+            raise ValueError(f"prefix cache max_bytes must be 0 or more, got {max_bytes}")
         self.max_entries = max_entries
+        self.max_bytes = int(max_bytes)
         self.min_reuse_tokens = min_reuse_tokens
         self._entries: OrderedDict[int, tuple[list[int], Any]] = OrderedDict()
+        self._sizes: dict[int, int] = {}
         self._next_key = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -107,6 +135,12 @@ class PrefixCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of KV tensors the stored entries hold."""
+        with self._lock:
+            return sum(self._sizes.values())
 
     def take(self, tokens: Sequence[int], starts: Sequence[int]) -> PrefixHit | None:
         """Remove and return the entry sharing the longest prefix with ``tokens``, cropped to a chunk start.
@@ -124,6 +158,7 @@ class PrefixCache:
                 self.misses += 1
                 return None
             _, cache = self._entries.pop(best_key)
+            self._sizes.pop(best_key, None)
         excess = cache.get_seq_length() - best_len
         if excess > 0:
             cache.crop(-excess)
@@ -140,16 +175,23 @@ class PrefixCache:
         if excess > 0:
             cache.crop(-excess)
         held = list(tokens[:length])
+        size = kv_cache_bytes(cache)
         with self._lock:
             # An entry that is a prefix of the new one is now redundant.
             for key in [k for k, (t, _) in self._entries.items() if len(t) <= length and held[: len(t)] == t]:
                 del self._entries[key]
+                self._sizes.pop(key, None)
             self._entries[self._next_key] = (held, cache)
+            self._sizes[self._next_key] = size
             self._next_key += 1
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_entries or sum(self._sizes.values()) > self.max_bytes
+            ):
+                evicted, _ = self._entries.popitem(last=False)
+                self._sizes.pop(evicted, None)
 
     def clear(self) -> None:
         """Drop every entry (frees their memory)."""
         with self._lock:
             self._entries.clear()
+            self._sizes.clear()

@@ -77,11 +77,11 @@ def default_device_map(device_map: Any) -> Any:
 
 def resolve_quantization(quantization: str | None, device: str) -> str | None:
     """Validate ``quantization`` and resolve "auto" for ``device``; returns "4bit", "8bit" or None."""
+    from hermes_core.options import check_quantization
+
+    check_quantization(quantization)
     if isinstance(quantization, str):
         quantization = quantization.strip().lower()
-    if quantization not in QUANTIZATION_OPTIONS:
-        valid = ", ".join(repr(option) for option in QUANTIZATION_OPTIONS)
-        raise UnsupportedOptionError(f"unknown quantization {quantization!r}; use one of {valid}.")
     if quantization == "auto":
         if device == "cuda":
             quantization = CUDA_AUTO_QUANTIZATION
