@@ -14,7 +14,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 
 from hermes_core.errors import ToolSpecError, UnsupportedOptionError
 from hermes_core.format.tool_specs import to_json_schema
-from langchain_hermes._tools import convert_tools
+from langchain_hermes._tools import convert_tools, is_pydantic_v1
 
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 _METHODS = ("json_schema", "function_calling", "json_mode")
@@ -77,7 +77,7 @@ def _json_schema(schema: Any, strict: bool | None) -> dict[str, Any]:
     """
     if isinstance(schema, dict) and "properties" in schema and not {"function", "parameters"} & set(schema):
         return schema
-    if isinstance(schema, type):
+    if isinstance(schema, type) and not is_pydantic_v1(schema):
         try:
             return to_json_schema(schema)
         except ToolSpecError as exc:

@@ -46,10 +46,19 @@ def convert_tool(tool: Any) -> dict[str, Any]:
         return _from_base_tool(tool)
     if isinstance(tool, dict):
         return _from_dict(tool)
+    if is_pydantic_v1(tool):  # the core reads pydantic 2 models only
+        return to_tool_spec(_langchain_spec(tool))
     if isinstance(tool, type) or callable(tool):
         return to_tool_spec(tool)
     article = "an" if type(tool).__name__[:1].lower() in "aeiou" else "a"
     raise ToolSpecError(f"{article} {type(tool).__name__} is not a tool; pass {ACCEPTED}.")
+
+
+def is_pydantic_v1(obj: Any) -> bool:
+    """Whether ``obj`` is a ``pydantic.v1`` model class (LangChain still accepts those)."""
+    from pydantic import v1
+
+    return isinstance(obj, type) and issubclass(obj, v1.BaseModel)
 
 
 def _from_base_tool(tool: BaseTool) -> dict[str, Any]:

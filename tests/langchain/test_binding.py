@@ -220,3 +220,17 @@ def test_model_can_be_given_positionally():
     )
     with pytest.raises(ValueError, match="model twice"):
         ChatHermes("a", model="b")
+
+
+def test_pydantic_v1_models_still_convert_through_langchain():
+    from pydantic import v1
+
+    class OldPerson(v1.BaseModel):
+        """A person, pydantic 1 style."""
+
+        name: str
+
+    spec = _bound_kwargs(ChatHermes().bind_tools([OldPerson]))["tools"][0]["function"]
+    assert spec["name"] == "OldPerson" and spec["parameters"]["required"] == ["name"]
+    schema = _bound_kwargs(ChatHermes().with_structured_output(OldPerson).first)["response_format"]
+    assert schema["properties"].keys() == {"name"}

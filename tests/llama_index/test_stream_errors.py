@@ -20,4 +20,6 @@ async def test_streamed_invalid_call_keeps_its_error(tiny_engine, weather_tools)
         async for chunk in await llm.astream_chat_with_tools(weather_tools, "Weather?", tool_required=True)
     ]
     assert _errors(chunks[-1]) and "cut off" in _errors(chunks[-1])[0]
-    assert llm.get_tool_calls_from_response(whole, error_on_no_tool_call=False) == []
+    # FunctionAgent asks with error_on_no_tool_call=False: it gets a stand-in that carries the same error
+    (stand_in,) = llm.get_tool_calls_from_response(whole, error_on_no_tool_call=False)
+    assert stand_in.tool_name == "rejected_tool_call" and stand_in.tool_kwargs["error"] == _errors(whole)[0]
