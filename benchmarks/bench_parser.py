@@ -152,14 +152,17 @@ def rates(row: dict[str, float]) -> dict[str, float]:
 PATHOLOGICAL_SIZES = (10_000, 100_000, 1_000_000)
 
 
-def time_pathological(repeat: int, chunk_size: int) -> None:
-    """Whole and streamed CPU time of each pathological shape at three sizes, and the growth per 10x."""
+def time_pathological(repeat: int, chunk_size: int, only: list[str] | None = None) -> None:
+    """Whole and streamed CPU time of each pathological shape (or those in ``only``) at three sizes,
+    and the growth per 10x."""
     print(f"pathological shapes; best of {repeat}; streaming chunk {chunk_size} chars; CPU seconds")
     sizes = "".join(f"{f'{n // 1000} KB':>10}" for n in PATHOLOGICAL_SIZES)
     header = f"{'shape':<24}{'parser':<8}{sizes}{'x per 10x':>14}"
     print(header)
     print("-" * len(header))
     for shape, build in PATHOLOGICAL.items():
+        if only and shape not in only:
+            continue
         texts = [build(n) for n in PATHOLOGICAL_SIZES]
         pieces = [chunk(text, chunk_size) for text in texts]
         jobs: dict[str, list[Callable[[], object]]] = {
@@ -188,9 +191,12 @@ def main() -> None:
     parser.add_argument(
         "--pathological", action="store_true", help="time the pathological shapes at 10 KB, 100 KB, 1 MB"
     )
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted(PATHOLOGICAL), help="with --pathological: these shapes"
+    )
     args = parser.parse_args()
     if args.pathological:
-        time_pathological(args.repeat, args.chunk)
+        time_pathological(args.repeat, args.chunk, args.only)
         return
 
     corpus = make_corpus(int(args.mb * 1_000_000))
