@@ -27,6 +27,12 @@ REASONING, REPLY = 0, 1  # what a pushed piece of text is
 _LEADING, _INSIDE, _AFTER = 0, 1, 2
 
 _leading_ws = re.compile(r"\s*").match
+_OPENINGS = tuple(REASONING_TAGS)
+
+
+def opens_with_reasoning(text: str) -> bool:
+    """Whether a whole reply opens (after whitespace) with a reasoning tag: a shortcut for whole text."""
+    return text.startswith(_OPENINGS, _leading_ws(text).end())
 
 
 class ReasoningSplitter:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from hermes_core.format._blocks import CROSS, DONE, TEXT, BlockSplitter
 from hermes_core.format._content import ContentJoiner, find_end_of_turn
-from hermes_core.format._reasoning import REASONING, ReasoningSplitter
+from hermes_core.format._reasoning import REASONING, ReasoningSplitter, opens_with_reasoning
 from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
 
 
@@ -55,21 +55,24 @@ def parse_tool_calls(text: str) -> ParsedResponse:
     end = find_end_of_turn(text)
     if end >= 0:
         text = text[:end]
-    splitter = ReasoningSplitter()
-    reasoning_joiner = ContentJoiner()
-    thoughts: list[str] = []
-    reply: list[str] = []
-    for kind, piece in splitter.push(text, final=True):
-        if kind == REASONING:
-            thoughts.append(reasoning_joiner.add(piece))
-        else:
-            reply.append(piece)
-    reasoning = "".join(thoughts) if splitter.found else None
+    reasoning = None
+    if opens_with_reasoning(text):  # otherwise the splitter would pass all of it on as the reply
+        splitter = ReasoningSplitter()
+        reasoning_joiner = ContentJoiner()
+        thoughts: list[str] = []
+        reply: list[str] = []
+        for kind, piece in splitter.push(text, final=True):
+            if kind == REASONING:
+                thoughts.append(reasoning_joiner.add(piece))
+            else:
+                reply.append(piece)
+        reasoning = "".join(thoughts)
+        text = "".join(reply)
     joiner = ContentJoiner()
     content: list[str] = []
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
-    for item in BlockSplitter().push("".join(reply), final=True):
+    for item in BlockSplitter().push(text, final=True):
         kind = item[0]
         if kind == TEXT:
             piece = joiner.add(item[1])
