@@ -125,6 +125,7 @@ class Frontend:
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
         duplicate_tool_calls: str = "end_turn",
+        keep_reasoning: bool = False,
     ) -> _Prepared:
         from hermes_core.engines.local.prefix_cache import chunk_starts
         from hermes_core.format.call_policy import check_duplicate_tool_calls
@@ -155,6 +156,7 @@ class Frontend:
             response_format=schema,
             variant=self.variant,
             reasoning=thinking,
+            keep_reasoning=keep_reasoning,
         )
         prompt_ids = rendered.token_ids(self.tokenizer)
         if len(prompt_ids) >= self.context_window:
