@@ -4,7 +4,8 @@ Laid out by layer: ``format/`` (tool specs, prompts, ChatML rendering, the whole
 parser, validation, tool choice), ``grammar`` (xgrammar constraints), ``frontend`` (the request frontend:
 prompt, constraint, detokenization, parsing, validation, over any engine), ``engines/base`` (the engine
 interface), ``engines/local/`` (transformers: generation, loading, quantization, caches, with the CPU
-kernels in ``engines/local/cpu/``). The public API is
+kernels in ``engines/local/cpu/``), ``engines/server/`` (llama-server, vLLM, SGLang over HTTP) and
+``gbnf`` (constraints as llama.cpp grammars). The public API is
 re-exported here; names are imported lazily so that ``import hermes_core`` stays cheap (no torch until needed).
 """
 
@@ -62,6 +63,14 @@ _EXPORTS: dict[str, str] = {
     "GenerationRequest": "hermes_core.engines.base",
     "EngineOutput": "hermes_core.engines.base",
     "Constraint": "hermes_core.engines.base",
+    # server engine
+    "ServerEngine": "hermes_core.engines.server.engine",
+    "get_server_engine": "hermes_core.engines.server.engine",
+    "ServerError": "hermes_core.engines.server.errors",
+    "ServerUnreachableError": "hermes_core.engines.server.errors",
+    "ServerModelMismatchError": "hermes_core.engines.server.errors",
+    "ServerGrammarError": "hermes_core.engines.server.errors",
+    "ServerHTTPError": "hermes_core.engines.server.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,6 +32,7 @@ TOOL_SYSTEM_PROMPT = (
     "answer the user's question in one or two sentences using it."
 )
 EXIT_USAGE = 2
+API_KEY_ENV = "HERMES_API_KEY"
 
 
 class CliError(HermesError):
@@ -225,6 +226,30 @@ def configure_threads(model: str | None, threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def connect_chat_engine(args: argparse.Namespace, *, err: TextIO) -> Any:
+    """The frontend over the server at ``--base-url`` (contacted now: unreachable or mismatched fails here)."""
+    from hermes_core.engines.server.engine import get_server_engine
+
+    print(f"Connecting to {args.base_url} ...", file=err, flush=True)
+    started = time.perf_counter()
+    engine = get_server_engine(
+        args.model,
+        base_url=args.base_url,
+        dialect=args.dialect,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        timeout=args.timeout,
+        constrained=not args.no_constrain,
+    )
+    served = engine.engine
+    print(
+        f"Connected in {time.perf_counter() - started:.1f} s: {served.dialect.server} serving "
+        f"{served.info.model_id or engine.model_name} ({engine.context_window} tokens of context).",
+        file=err,
+        flush=True,
+    )
+    return engine
+
+
 def load_chat_engine(
     model: str | None, quantization: str | None, *, constrained: bool, err: TextIO, **options: Any
 ) -> Any:
@@ -392,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
             '  hermes-chat --json-schema examples/city.schema.json "Where is the Eiffel tower?"\n'
             '  hermes-chat --json-schema \'{"type": "object"}\' "Describe Paris in JSON"\n'
             "  hermes-chat --model NousResearch/Hermes-2-Pro-Llama-3-8B --quantization 4bit\n"
+            '  hermes-chat --base-url http://127.0.0.1:8080 "Tell me a joke"  # on a llama-server\n'
             "\n"
             "In the interactive mode (no question), /reset forgets the conversation and /exit, an empty\n"
             "line or Ctrl-D quits. Exit status: 0 ok, 1 incomplete JSON answer, 2 bad arguments or model."
@@ -444,6 +470,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the embedded SmolLM2-135M-Instruct)",
     )
     parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="run on a server instead of locally: llama-server, vLLM or SGLang at URL (e.g. "
+        "http://127.0.0.1:8080); --model then names the served model's tokenizer (default: the embedded "
+        "model, which llama-server can serve from its GGUF)",
+    )
+    parser.add_argument(
+        "--dialect",
+        choices=["auto", "llama-server", "vllm", "sglang"],
+        default="auto",
+        help="with --base-url: the server's API (default: ask the server)",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"with --base-url: bearer token for the server (default: ${API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --base-url: how long to wait to connect and for each streamed piece (default 600)",
+    )
+    parser.add_argument(
         "--quantization",
         choices=["4bit", "8bit", "auto"],
         help="load the weights quantized with bitsandbytes",
@@ -494,6 +545,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--repetition-penalty must be a finite number above 0 (1.0 = off).")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1.")
+    if args.base_url is None and (args.api_key is not None or args.dialect != "auto"):
+        parser.error("--api-key and --dialect apply only with --base-url.")
+    if args.base_url is not None and args.quantization is not None:
+        parser.error(
+            "--quantization applies to a local model; the server at --base-url loads its own weights."
+        )
+    if args.timeout <= 0:
+        parser.error("--timeout must be above 0 seconds.")
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> int:
@@ -513,8 +572,13 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             normalize_tool_choice(args.tool_choice, [fn.__name__ for fn in tools])
         elif args.tool_choice not in ("auto", "none"):
             raise CliError(f"--tool-choice {args.tool_choice} needs tools; pass --tools FILE_OR_MODULE.")
-        configure_threads(args.model, args.threads)
-        engine = load_chat_engine(args.model, args.quantization, constrained=not args.no_constrain, err=err)
+        if args.base_url is not None:
+            engine = connect_chat_engine(args, err=err)
+        else:
+            configure_threads(args.model, args.threads)
+            engine = load_chat_engine(
+                args.model, args.quantization, constrained=not args.no_constrain, err=err
+            )
         session = ChatSession(engine, args, tools, out, err)
         if tools:
             print(f"Tools: {', '.join(session.by_name)}", file=err, flush=True)

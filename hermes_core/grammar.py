@@ -101,6 +101,13 @@ def json_schema_ebnf(schema: dict[str, Any] | bool, *, what: str, strict: bool =
     return _forbid_raw_control_characters(str(grammar))
 
 
+def json_mode_ebnf(schema: dict[str, Any]) -> str:
+    """EBNF of JSON mode: one compact value valid for ``schema``; a bare object schema means any object."""
+    # strict mode forbids unlisted properties, but a bare object schema means "any object"
+    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
+    return json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
+
+
 def _call_alternatives(name: str, parameters_ebnf: str) -> list[st.SequenceFormat]:
     """The two accepted key orders of one call object: name first (Hermes 2 Pro/3) and arguments first."""
     arguments = st.GrammarFormat(grammar=parameters_ebnf)
@@ -218,16 +225,9 @@ def reasoning_structural_tag(reasoning: Reasoning) -> st.StructuralTag:
     return _after_reasoning(st.AnyTextFormat(excludes=[reasoning.open]), reasoning)
 
 
-def _json_ebnf(schema: dict[str, Any]) -> str:
-    """Compact JSON for ``schema``; any object when it is a bare object schema."""
-    # strict mode forbids unlisted properties, but a bare object schema means "any object"
-    strict = not (schema.get("type") == "object" and "properties" not in schema and len(schema) == 1)
-    return json_schema_ebnf(schema, what="The JSON-mode schema", strict=strict)
-
-
 def json_structural_tag(schema: dict[str, Any], reasoning: Reasoning) -> st.StructuralTag:
     """JSON mode behind an optional, budgeted reasoning block."""
-    return _after_reasoning(st.GrammarFormat(grammar=_json_ebnf(schema)), reasoning)
+    return _after_reasoning(st.GrammarFormat(grammar=json_mode_ebnf(schema)), reasoning)
 
 
 def tool_call_structural_tag(
@@ -578,7 +578,7 @@ class GrammarCache:
     def _compile_json(self, schema: dict[str, Any], reasoning: Reasoning | None) -> Constraint:
         """Compile a JSON schema with compact separators; any object when it has no properties."""
         if reasoning is None:
-            return Constraint("json_schema", schema, self.compiler.compile_grammar(_json_ebnf(schema)))
+            return Constraint("json_schema", schema, self.compiler.compile_grammar(json_mode_ebnf(schema)))
         tag = json_structural_tag(schema, reasoning)
         return Constraint(
             "structural_tag", tag.model_dump(mode="json"), self.compiler.compile_structural_tag(tag)

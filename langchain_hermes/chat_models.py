@@ -1,4 +1,4 @@
-"""``ChatHermes``: LangChain chat model over a local Hermes-format ``HermesEngine``.
+"""``ChatHermes``: LangChain chat model over a Hermes-format engine, local or on a server (``base_url``).
 
 Trace of one call: ``invoke`` -> ``ChatHermes._generate`` -> ``to_core_messages`` ->
 ``HermesEngine.generate`` (prompt, grammar-constrained decoding, parsing, validation) ->
@@ -18,7 +18,7 @@ from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from hermes_core.engines.local.loading import EMBEDDED_NAME
 from hermes_core.errors import UnsupportedOptionError
@@ -30,19 +30,16 @@ from langchain_hermes._profile import hermes_profile, token_limits
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
 from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
 
-_NOT_APPLICABLE = {
-    "api_key": "the model runs locally, so there is no API key",
-    "base_url": "the model runs locally, so there is no server URL",
-    "timeout": "generation runs in-process; bound its length with max_tokens/max_new_tokens instead",
-    "max_retries": "generation runs in-process, so there is nothing to retry",
-}
+_SERVER_ONLY = ("api_key", "timeout", "max_retries", "dialect")
+_LOCAL_ONLY = ("quantization", "device_map", "torch_dtype")
 
 
 class ChatHermes(BaseChatModel):
     """Chat model running a Hermes-format function-calling model locally with grammar-constrained tool calls.
 
     ``ChatHermes()`` uses the embedded SmolLM2-135M-Instruct, offline. Weights load on first use
-    and are shared process-wide (by every instance with the same model and load options).
+    and are shared process-wide (by every instance with the same model and load options). With
+    ``base_url`` the model runs on a llama-server, vLLM or SGLang server instead (docs/scale-out.md).
     """
 
     model: str | None = None
@@ -79,6 +76,17 @@ class ChatHermes(BaseChatModel):
     """Let a reasoning model think first (None = its family's default; see docs/model-variants.md)."""
     reasoning_budget: int | None = Field(default=None, ge=1)
     """Most tokens the reasoning block may take (None = half of max_new_tokens)."""
+    base_url: str | None = None
+    """Run on a server instead of locally: llama-server, vLLM or SGLang at this URL (``model`` then names
+    the served model's tokenizer; None = the embedded model, which llama-server can serve)."""
+    dialect: str | None = None
+    """With ``base_url``: ``llama-server``, ``vllm`` or ``sglang`` (default: ask the server)."""
+    api_key: SecretStr | None = None
+    """With ``base_url``: sent as a bearer token."""
+    timeout: float | None = Field(default=None, gt=0)
+    """With ``base_url``: seconds to wait for the server to connect and for each streamed piece (600)."""
+    max_retries: int | None = Field(default=None, ge=0)
+    """With ``base_url``: retries of a connection that fails before the server has the request (2)."""
     streaming: bool = False
     """Whether ``invoke`` streams internally (so callbacks see tokens)."""
 
@@ -102,9 +110,19 @@ class ChatHermes(BaseChatModel):
         """Name arguments that do not apply to a local model (instead of silently ignoring them)."""
         if not isinstance(values, dict):
             return values
-        for key in values:
-            if key in _NOT_APPLICABLE:
-                raise ValueError(f"ChatHermes does not take {key!r}: {_NOT_APPLICABLE[key]}. Remove it.")
+        remote = values.get("base_url") is not None
+        if remote and values.get("engine") is not None:
+            raise ValueError(
+                "ChatHermes got engine= and base_url=; pass one of them (the engine already runs)."
+            )
+        for key in _SERVER_ONLY if not remote else _LOCAL_ONLY:
+            if values.get(key) is not None:
+                reason = (
+                    f"{key!r} applies only with base_url (a model on a server); the model runs locally"
+                    if not remote
+                    else f"{key!r} applies only to a local model; the server at base_url loads its own weights"
+                )
+                raise ValueError(f"ChatHermes: {reason}. Remove it.")
         known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -135,6 +153,7 @@ class ChatHermes(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {
             "model": self._model_label(),
+            "base_url": self.base_url,
             "quantization": self.quantization,
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
@@ -175,6 +194,16 @@ class ChatHermes(BaseChatModel):
     # ----------------------------------------------------------------- engine
     def _load_options(self) -> dict[str, Any]:
         """Options that select the shared engine (only those set, so equal setups share one)."""
+        if self.base_url is not None:
+            remote = {
+                "base_url": self.base_url,
+                "dialect": self.dialect,
+                "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
+                "timeout": self.timeout,
+                "max_retries": self.max_retries,
+                "variant": None if self.variant == "auto" else self.variant,
+            }
+            return {key: value for key, value in remote.items() if value is not None}
         options = {
             "quantization": self.quantization,
             "device_map": self.device_map,

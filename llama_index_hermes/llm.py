@@ -1,4 +1,4 @@
-"""``HermesLLM``: a LlamaIndex ``FunctionCallingLLM`` over the local Hermes engine.
+"""``HermesLLM``: a LlamaIndex ``FunctionCallingLLM`` over the Hermes engine, local or on a server (``base_url``).
 
 Trace of a call: ``chat`` -> ``to_core_messages`` (ChatMessage -> core Message) ->
 ``HermesEngine.generate`` (prompt, grammar, generation, parsing, validation) -> ``chat_response``
@@ -31,7 +31,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
 from llama_index.core.instrumentation.events.llm import (
     LLMStructuredPredictEndEvent,
     LLMStructuredPredictStartEvent,
@@ -66,13 +66,29 @@ dispatcher = instrument.get_dispatcher(__name__)
 
 # Per-call options ``chat`` & co. accept: exactly the engine's per-request options.
 CALL_OPTIONS = REQUEST_OPTIONS
+_SERVER_ONLY = ("api_key", "timeout", "max_retries", "dialect")
+_LOCAL_ONLY = ("quantization", "device_map", "torch_dtype")
+
+
+def _check_placement(kwargs: dict[str, Any]) -> None:
+    """Refuse server options for a local model and load options for a model on a server, naming why."""
+    remote = kwargs.get("base_url") is not None
+    for name in _LOCAL_ONLY if remote else _SERVER_ONLY:
+        if kwargs.get(name) is not None:
+            where = (
+                "only to a local model; the server at base_url loads its own weights"
+                if remote
+                else "only with base_url (a model on a server); the model runs locally"
+            )
+            raise UnsupportedOptionError(f"HermesLLM: {name!r} applies {where}. Remove it.")
 
 
 class HermesLLM(FunctionCallingLLM):
     """Runs a Hermes-format function-calling model locally (default: the embedded SmolLM2-135M-Instruct).
 
     Tool calls are grammar-constrained, so ``tool_required``/``tool_choice`` are guaranteed rather than
-    hoped for. The model is loaded lazily, once per process, through ``hermes_core.get_engine``.
+    hoped for. The model is loaded lazily, once per process, through ``hermes_core.get_engine``; with
+    ``base_url`` it runs on a llama-server, vLLM or SGLang server instead (docs/scale-out.md).
     """
 
     model: Any = Field(
@@ -117,6 +133,24 @@ class HermesLLM(FunctionCallingLLM):
     context_window: int | None = Field(
         default=None, gt=0, description="Override the context window reported before the model is loaded."
     )
+    base_url: str | None = Field(
+        default=None,
+        description="Run on a llama-server, vLLM or SGLang server at this URL; model then names the served "
+        "model's tokenizer (None = the embedded model, which llama-server can serve).",
+    )
+    dialect: str | None = Field(
+        default=None,
+        description="With base_url: 'llama-server', 'vllm' or 'sglang' (default: ask the server).",
+    )
+    api_key: SecretStr | None = Field(default=None, description="With base_url: sent as a bearer token.")
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="With base_url: seconds to wait to connect and for each streamed piece.",
+    )
+    max_retries: int | None = Field(
+        default=None, ge=0, description="With base_url: retries of a connection that fails before sending."
+    )
 
     _engine: Any = PrivateAttr(default=None)
     _engine_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -125,13 +159,16 @@ class HermesLLM(FunctionCallingLLM):
     def __init__(self, model: Any = None, *, engine: HermesEngine | None = None, **kwargs: Any) -> None:
         """``engine=`` reuses an already loaded engine (it then replaces ``model`` and the load options)."""
         if engine is not None:
-            clashing = [name for name in ("quantization", "device_map", "torch_dtype") if kwargs.get(name)]
+            clashing = [
+                name for name in ("quantization", "device_map", "torch_dtype", "base_url") if kwargs.get(name)
+            ]
             if model is not None or clashing:
                 given = ", ".join(["model", *clashing] if model is not None else clashing)
                 raise UnsupportedOptionError(
                     f"HermesLLM got engine= together with {given}; an engine is already loaded, so pass "
                     "either engine= or the model and its load options, not both."
                 )
+        _check_placement(kwargs)
         check_load_options(kwargs)
         check_request_options(kwargs)
         super().__init__(model=model, **kwargs)
@@ -144,6 +181,16 @@ class HermesLLM(FunctionCallingLLM):
     # ------------------------------------------------------------------ engine
     def _load_options(self) -> dict[str, Any]:
         """Only the load options the user set, so equal settings share one cached engine."""
+        if self.base_url is not None:
+            remote = {
+                "base_url": self.base_url,
+                "dialect": self.dialect,
+                "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
+                "timeout": self.timeout,
+                "max_retries": self.max_retries,
+                "variant": None if self.variant == "auto" else self.variant,
+            }
+            return {name: value for name, value in remote.items() if value is not None}
         options = {
             "quantization": self.quantization,
             "device_map": self.device_map,

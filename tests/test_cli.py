@@ -71,6 +71,7 @@ def test_help_explains_modes_options_and_exit_codes() -> None:
         "--parallel",
         "--threads",
         "--repetition-penalty",
+        "--base-url",
     ):
         assert option in text
     assert "interactive" in text and "embedded SmolLM2-135M-Instruct" in text

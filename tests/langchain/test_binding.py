@@ -74,10 +74,31 @@ def test_model_accepts_a_path_and_points_loaded_objects_to_engine():
         ChatHermes(model=(object(), object()))
 
 
-@pytest.mark.parametrize("key", ["api_key", "timeout", "max_retries", "base_url"])
-def test_network_client_arguments_are_refused_with_the_reason(key):
-    with pytest.raises(ValueError, match=f"does not take '{key}'.*Remove it"):
+@pytest.mark.parametrize("key", ["api_key", "timeout", "max_retries", "dialect"])
+def test_server_arguments_without_base_url_are_refused_with_the_reason(key):
+    with pytest.raises(ValueError, match=f"'{key}' applies only with base_url.*Remove it"):
         ChatHermes(**{key: 1})
+
+
+@pytest.mark.parametrize("key", ["quantization", "device_map", "torch_dtype"])
+def test_load_options_with_base_url_are_refused_with_the_reason(key):
+    with pytest.raises(ValueError, match=f"'{key}' applies only to a local model.*Remove it"):
+        ChatHermes(base_url="http://127.0.0.1:8080", **{key: "auto"})
+
+
+def test_base_url_selects_a_server_engine_without_connecting():
+    llm = ChatHermes(
+        base_url="http://127.0.0.1:8080", api_key="sk-x", timeout=5, max_retries=0, dialect="vllm"
+    )
+    assert llm._engine is None and "sk-x" not in repr(llm)
+    assert llm._load_options() == {
+        "base_url": "http://127.0.0.1:8080",
+        "dialect": "vllm",
+        "api_key": "sk-x",
+        "timeout": 5,
+        "max_retries": 0,
+    }
+    assert llm._identifying_params["base_url"] == "http://127.0.0.1:8080"
 
 
 def test_unknown_constructor_arguments_are_named_with_the_supported_ones():

@@ -27,8 +27,8 @@ class TestChatHermesUnit(ChatModelUnitTests):
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
-        # api_key / timeout / max_retries are network-client settings: ChatHermes runs in-process
-        # and refuses them with a clear error (tested in test_chat_model.py).
+        # api_key / timeout / max_retries apply only with base_url (a model on a server); without it
+        # ChatHermes refuses them with a clear error (tested in test_binding.py).
         return {"temperature": 0, "max_tokens": 100, "stop": []}
 
     @property

@@ -61,6 +61,18 @@ async def test_first_async_call_loads_the_engine_off_the_loop(tiny_model_dir, ti
     assert llm._engine is tiny_engine and response.raw["usage"]["completion_tokens"] <= 4
 
 
+def test_server_options_need_base_url_and_load_options_need_a_local_model() -> None:
+    from hermes_core.errors import UnsupportedOptionError
+
+    with pytest.raises(UnsupportedOptionError, match="'api_key' applies only with base_url"):
+        HermesLLM(api_key="sk-x")
+    with pytest.raises(UnsupportedOptionError, match="'quantization' applies only to a local model"):
+        HermesLLM(base_url="http://127.0.0.1:8080", quantization="4bit")
+    llm = HermesLLM(base_url="http://127.0.0.1:8080", api_key="sk-x", timeout=5)
+    assert llm._engine is None and "sk-x" not in repr(llm)
+    assert llm._load_options() == {"base_url": "http://127.0.0.1:8080", "api_key": "sk-x", "timeout": 5}
+
+
 def test_context_window_override_before_loading(tiny_model_dir) -> None:
     assert HermesLLM(model=str(tiny_model_dir), context_window=512).metadata.context_window == 512
 

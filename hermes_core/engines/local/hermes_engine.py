@@ -181,12 +181,19 @@ def _load_shared(model: Any, **load_options: Any) -> Any:
         return loaded
 
 
-def get_engine(model: Any = None, **options: Any) -> HermesEngine:
+def get_engine(model: Any = None, **options: Any) -> Any:
     """Process-wide shared engine for ``model`` and ``options`` (weights are loaded only once).
 
     Options are keyed with ``load_engine``'s defaults filled in, so ``get_engine(m)`` and
-    ``get_engine(m, quantization=None)`` return the same engine.
+    ``get_engine(m, quantization=None)`` return the same engine. With ``base_url=`` the model runs on
+    a server instead: the ``Frontend`` over a ``ServerEngine`` (see ``get_server_engine``), and
+    ``model`` names the served model's tokenizer.
     """
+    if options.get("base_url") is not None:
+        from hermes_core.engines.server.engine import get_server_engine
+
+        return get_server_engine(model, **options)
+    options.pop("base_url", None)
     bound = inspect.signature(load_engine).bind(model, **options)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
