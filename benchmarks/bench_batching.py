@@ -8,7 +8,8 @@ the script reports aggregate generated tokens per second (from the first submiss
 answer), each request's time to first token and the p95 request latency, then batched/serialised
 ratios. Every request decodes exactly ``--tokens`` tokens (its stop tokens are ignored), greedy.
 First, the step alone: one decode step over B rows against one lone step, at a short and a
-1,600-token context, which is what batching buys with no prefill or scheduling around it.
+1,600-token context, with each row's own cache and with the context held once as a shared prefix
+(cascade attention), which is what batching buys with no prefill or scheduling around it.
 
     python benchmarks/bench_batching.py [--tokens 32] [--rounds 2] [--sizes 1,2,4,8,16] [--threads 1] [--steps-only]
 """
@@ -87,6 +88,7 @@ def step_ratios(engine: Any, sizes: list[int], context: int, repeats: int) -> No
 
     from hermes_core.engines.local.batch_step import LlamaBatchStep, single_row_logits
     from hermes_core.engines.local.kv_cache import new_kv_cache
+    from hermes_core.engines.local.shared_prefix import SharedPrefix, suffix_cache
 
     model = engine.model
     step = LlamaBatchStep.for_model(model)
@@ -102,12 +104,22 @@ def step_ratios(engine: Any, sizes: list[int], context: int, repeats: int) -> No
         return made
 
     print(f"\n## one decode step, {context}-token context, load {load_average()}")
-    print("| rows | lone step ms | batched step ms | tokens/s against one row |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| rows | lone step ms | batched step ms (own caches) | tokens/s against one row | "
+        "batched step ms (shared prefix) | tokens/s against one row |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     with torch.inference_mode():
+        common = caches(1)[0]
+        prefix = SharedPrefix.from_cache(common, prompt)
         for size in sizes:
             rows, lone = caches(size), caches(1)[0]
-            lone_s, batched_s = [], []
+            own = []
+            for i in range(size):  # the prompt by reference, then one token of each row's own
+                whole = prefix.as_cache(model)
+                single_row_logits(model, "cache", [7 + i], whole)
+                own.append(suffix_cache(whole, context, model))
+            lone_s, batched_s, shared_s = [], [], []
             for _ in range(repeats):
                 start = time.perf_counter()
                 single_row_logits(model, "cache", [5], lone)
@@ -115,9 +127,14 @@ def step_ratios(engine: Any, sizes: list[int], context: int, repeats: int) -> No
                 start = time.perf_counter()
                 step([5] * size, rows)
                 batched_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                step([5] * size, own, [prefix] * size)
+                shared_s.append(time.perf_counter() - start)
             lone_ms, batched_ms = statistics.median(lone_s) * 1e3, statistics.median(batched_s) * 1e3
+            shared_ms = statistics.median(shared_s) * 1e3
             print(
-                f"| {size} | {lone_ms:.1f} | {batched_ms:.1f} | {size * lone_ms / batched_ms:.2f}x |",
+                f"| {size} | {lone_ms:.1f} | {batched_ms:.1f} | {size * lone_ms / batched_ms:.2f}x | "
+                f"{shared_ms:.1f} | {size * lone_ms / shared_ms:.2f}x |",
                 flush=True,
             )
 

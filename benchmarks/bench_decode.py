@@ -66,6 +66,7 @@ VARIANTS = [
     replace(ALL_ON, name="- direct 4bit", direct_4bit_kernel=False),
     replace(ALL_ON, name="- lean step", lean_decode=False),
     ALL_OFF,
+    replace(ALL_ON, name="int4 all on", quantization="int4"),
     replace(ALL_ON, name="bf16 all on", quantization=None),
     replace(ALL_OFF, name="bf16 all off", quantization=None),
 ]
@@ -82,7 +83,9 @@ class Samples:
 def load_variant(variant: Variant) -> Any:
     """The embedded model loaded as ``variant`` says (a ``LoadedModel``)."""
     switches = {name: getattr(variant, name) for name in SPEEDUP_OPTIONS}
-    return load_embedded(variant.quantization, variant.torch_dtype, **switches)
+    # int4 re-quantises the GGUF's float32 weights (see quantization.int4_load_dtype), the rest ends bf16.
+    dtype = None if variant.quantization == "int4" else variant.torch_dtype
+    return load_embedded(variant.quantization, dtype, **switches)
 
 
 def engine_decode(loaded: Any, variant: Variant, prompt_ids: list[int], new_tokens: int) -> float:

@@ -527,21 +527,21 @@ def engine_overhead(loaded: Any, name: str, repeats: int, new_tokens: int) -> li
                 finally:
                     inner.append(time.perf_counter() - start)
 
-            def timed_prefill(*args: Any, **kwargs: Any) -> Any:
+            def timed_prefill_piece(*args: Any, **kwargs: Any) -> Any:
                 start = time.perf_counter()
                 try:
-                    return original_prefill(*args, **kwargs)
+                    return original_prefill_piece(*args, **kwargs)
                 finally:
                     inner.append(time.perf_counter() - start)
 
-            original_prefill = engine.engine._prefill
+            original_prefill_piece = engine.engine._prefill_piece
             model.generate = timed_generate
-            engine.engine._prefill = timed_prefill
+            engine.engine._prefill_piece = timed_prefill_piece
             try:
                 return engine.generate(messages, **options)
             finally:
                 del model.generate
-                del engine.engine._prefill
+                del engine.engine._prefill_piece
 
         bare(), run_engine()  # warm-up
         engine_times: list[float] = []

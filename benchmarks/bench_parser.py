@@ -1,6 +1,8 @@
 """Parser throughput: whole-text, streaming (token-sized chunks) and a naive reference, side by side.
 
 Run from the repo root: ``.venv/bin/python -m benchmarks.bench_parser [--mb 3] [--repeat 5]``.
+``--pathological`` instead times each pathological shape of ``parser_corpus.PATHOLOGICAL`` at 10 KB,
+100 KB and 1 MB, whole and streamed, and prints how the time grows per tenfold size (linear: ~10x).
 Two references, written here from descriptions (not copied), both only speed yardsticks:
 
 - ``xml ref``: the original NousResearch approach the issue names: wrap the output in ``<root>``,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import json
 import platform
 import re
@@ -23,7 +26,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
-from benchmarks.parser_corpus import SHAPES, make_corpus
+from benchmarks.parser_corpus import PATHOLOGICAL, SHAPES, make_corpus
 from hermes_core import ToolCallStreamParser, parse_tool_calls
 from hermes_core.types import InvalidToolCall, ParsedResponse, StreamEvent, ToolCall
 
@@ -146,12 +149,55 @@ def rates(row: dict[str, float]) -> dict[str, float]:
     return out | {"mb": row["mb"], "us_per_chunk": row["stream_s"] / row["chunks"] * 1e6}
 
 
+PATHOLOGICAL_SIZES = (10_000, 100_000, 1_000_000)
+
+
+def time_pathological(repeat: int, chunk_size: int, only: list[str] | None = None) -> None:
+    """Whole and streamed CPU time of each pathological shape (or those in ``only``) at three sizes,
+    and the growth per 10x."""
+    print(f"pathological shapes; best of {repeat}; streaming chunk {chunk_size} chars; CPU seconds")
+    sizes = "".join(f"{f'{n // 1000} KB':>10}" for n in PATHOLOGICAL_SIZES)
+    header = f"{'shape':<24}{'parser':<8}{sizes}{'x per 10x':>14}"
+    print(header)
+    print("-" * len(header))
+    for shape, build in PATHOLOGICAL.items():
+        if only and shape not in only:
+            continue
+        texts = [build(n) for n in PATHOLOGICAL_SIZES]
+        pieces = [chunk(text, chunk_size) for text in texts]
+        jobs: dict[str, list[Callable[[], object]]] = {
+            "whole": [lambda t=t: parse_tool_calls(t) for t in texts],
+            "stream": [lambda p=p: run_stream([p]) for p in pieces],
+        }
+        for name, runs in jobs.items():
+            seconds = []
+            for job in runs:
+                best = float("inf")
+                for _ in range(repeat):
+                    start = time.process_time()
+                    job()
+                    best = min(best, time.process_time() - start)
+                seconds.append(best)
+            growth = " ".join(f"{b / max(a, 1e-6):.0f}" for a, b in itertools.pairwise(seconds))
+            times = "".join(f"{t:>10.4f}" for t in seconds)
+            print(f"{shape:<24}{name:<8}{times}{growth:>14}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=3.0, help="corpus size in millions of characters")
     parser.add_argument("--repeat", type=int, default=7, help="runs per measurement (best is kept)")
     parser.add_argument("--chunk", type=int, default=4, help="streaming chunk size in characters")
+    parser.add_argument(
+        "--pathological", action="store_true", help="time the pathological shapes at 10 KB, 100 KB, 1 MB"
+    )
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted(PATHOLOGICAL), help="with --pathological: these shapes"
+    )
     args = parser.parse_args()
+    if args.pathological:
+        time_pathological(args.repeat, args.chunk, args.only)
+        return
 
     corpus = make_corpus(int(args.mb * 1_000_000))
     rows = {shape: measure(corpus[shape], args.repeat, args.chunk) for shape in SHAPES}

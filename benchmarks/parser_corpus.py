@@ -126,3 +126,54 @@ def make_corpus(total_chars: int = 3_000_000, seed: int = 1234) -> dict[str, lis
             size += len(doc)
         corpus[shape] = docs
     return corpus
+
+
+# --- pathological outputs: the parser must stay linear in their length -----------------------------------
+#
+# Each shape repeats a unit until the text is about ``size`` characters. They are what a broken or
+# adversarial output can look like; tests/core/test_parser_linear.py counts the parser's work on them at
+# two sizes and ``bench_parser.py --pathological`` times them at 10 KB, 100 KB and 1 MB.
+
+
+def _repeat(unit: str, size: int, head: str = "", tail: str = "") -> str:
+    return head + unit * max(1, (size - len(head) - len(tail)) // len(unit)) + tail
+
+
+PATHOLOGICAL = {
+    # Issue 12 item 3: every attempt fails to decode (a set), one closing tag at the very end.
+    "set_attempts": lambda n: _repeat("<tool_call>{'a'}", n, tail="</tool_call>"),
+    # Valid Python-dict calls: each one fails as JSON first.
+    "python_calls": lambda n: _repeat("<tool_call>{'name': 'f', 'arguments': {'x': 1}}</tool_call>\n", n),
+    # Many undecodable values in one block.
+    "values_in_one_block": lambda n: _repeat("{'a'}\n", n, head="<tool_call>", tail="</tool_call>"),
+    "unclosed_tags": lambda n: _repeat("<tool_call>", n),
+    "unclosed_values": lambda n: _repeat("<tool_call>{", n),
+    "tags_as_prose": lambda n: _repeat("<tool_call>x ", n),
+    "fences": lambda n: _repeat("<tool_call>```json\n", n),
+    "deep_nesting": lambda n: "<tool_call>" + "[" * (n // 2) + "]" * (n // 2) + "</tool_call>",
+    "deep_unclosed": lambda n: _repeat("[{", n, head="<tool_call>"),
+    # Unterminated strings full of escaped quotes, ended by a closing tag.
+    "escaped_quotes": lambda n: _repeat('\\"', n, head='<tool_call>{"name": "f", "arguments": {"x": "'),
+    "escaped_quotes_commas": lambda n: _repeat(
+        '\\"', n, head='<tool_call>{"name": "f", "arguments": {"x": 1,}, "y": "', tail="</tool_call>"
+    ),
+    "escaped_python_quotes": lambda n: _repeat(
+        "\\'", n, head="<tool_call>{'name': 'f', 'arguments': {'x': '", tail="</tool_call>"
+    ),
+    # A valid call with one long string argument full of escapes.
+    "long_escaped_string": lambda n: _repeat(
+        'ab\\n\\"\\u00e9 ', n, head='<tool_call>{"name": "f", "arguments": {"text": "', tail='"}}</tool_call>'
+    ),
+    # A reasoning block full of near-misses of its closing tag, and one after a long run of whitespace.
+    "reasoning_near_closers": lambda n: _repeat("</thin ", n, head="<think>", tail="</think>ok"),
+    "reasoning_after_spaces": lambda n: _repeat(" \n", n, tail="<think>plan</think>ok"),
+    # One huge value that is neither JSON nor a Python literal.
+    "huge_invalid_value": lambda n: _repeat(
+        "x", n, head='<tool_call>{"name": "f", "arguments": {"a": ', tail="}}</tool_call>"
+    ),
+}
+
+
+def pathological(size: int) -> dict[str, str]:
+    """Every pathological shape at about ``size`` characters."""
+    return {name: build(size) for name, build in PATHOLOGICAL.items()}

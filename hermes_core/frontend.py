@@ -125,6 +125,7 @@ class Frontend:
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
         duplicate_tool_calls: str = "end_turn",
+        keep_reasoning: bool = False,
     ) -> _Prepared:
         from hermes_core.engines.local.prefix_cache import chunk_starts
         from hermes_core.format.call_policy import check_duplicate_tool_calls
@@ -155,6 +156,7 @@ class Frontend:
             response_format=schema,
             variant=self.variant,
             reasoning=thinking,
+            keep_reasoning=keep_reasoning,
         )
         prompt_ids = rendered.token_ids(self.tokenizer)
         if len(prompt_ids) >= self.context_window:
@@ -163,8 +165,6 @@ class Frontend:
                 f"{self.context_window}; shorten the conversation or the tool list."
             )
         budget = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if budget < 1:
-            raise UnsupportedOptionError(f"max_new_tokens must be at least 1, got {budget}.")
         thinking_room = self._reasoning(thinking, reasoning_budget, budget)
         budget = min(budget, self.context_window - len(prompt_ids))
         use_grammar = self.constrained if constrained is None else constrained
@@ -178,15 +178,10 @@ class Frontend:
             if constraint is not None and (schema is not None or (specs_offered and choice.mode != "none")):
                 single = getattr(getattr(self.engine.grammars(), "delimiters", None), "single_tokens", False)
                 completer = _reply_completer(schema, specs_offered, choice, thinking_room, single)
+        # Values were checked above (check_request_options); None falls back to the frontend's defaults.
         temp = self.default_temperature if temperature is None else float(temperature)
-        if temp < 0:
-            raise UnsupportedOptionError(f"temperature must be >= 0, got {temp}.")
         nucleus = self.default_top_p if top_p is None else float(top_p)
-        if nucleus is not None and not 0 < nucleus <= 1:
-            raise UnsupportedOptionError(f"top_p must be in (0, 1], got {nucleus}.")
         penalty = self.default_repetition_penalty if repetition_penalty is None else float(repetition_penalty)
-        if penalty is not None and penalty <= 0:
-            raise UnsupportedOptionError(f"repetition_penalty must be > 0 (1.0 = off), got {penalty}.")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if not json_mode:
             # A tool result is never the model's to write: small models imitate the tool turn

@@ -81,7 +81,7 @@ def check_flag(name: str, value: Any) -> None:
 
 
 def check_quantization(value: Any) -> None:
-    """``"4bit"``, ``"8bit"``, ``"auto"`` or None (case and surrounding spaces ignored)."""
+    """``"4bit"``, ``"8bit"``, ``"int4"``, ``"auto"`` or None (case and surrounding spaces ignored)."""
     from hermes_core.engines.local.quantization import QUANTIZATION_OPTIONS
 
     normalised = value.strip().lower() if isinstance(value, str) else value

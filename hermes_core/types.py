@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
-StreamEventType = Literal["text", "tool_call_delta", "tool_call", "invalid_tool_call", "end"]
+StreamEventType = Literal["text", "reasoning", "tool_call_delta", "tool_call", "invalid_tool_call", "end"]
 
 
 def new_call_id() -> str:
@@ -41,11 +41,16 @@ class InvalidToolCall:
 
 @dataclass
 class ParsedResponse:
-    """Model output split into prose (``content``), valid calls and invalid call attempts."""
+    """Model output split into prose (``content``), valid calls and invalid call attempts.
+
+    ``reasoning`` is the text of the ``<think>`` / ``<scratch_pad>`` block the reply opened with
+    (surrounding whitespace dropped), or None when it opened with none; it is never part of ``content``.
+    """
 
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
+    reasoning: str | None = None
 
 
 @dataclass
@@ -115,12 +120,18 @@ class GenerationResult:
     def invalid_tool_calls(self) -> list[InvalidToolCall]:
         return self.response.invalid_tool_calls
 
+    @property
+    def reasoning(self) -> str | None:
+        return self.response.reasoning
+
 
 @dataclass
 class StreamEvent:
     """One event of a streamed parse or generation.
 
     - ``text``: ``text`` holds prose that is certainly outside any call block.
+    - ``reasoning``: ``text`` holds more of the reasoning block the reply opened with; these pieces
+      concatenate to the final ``reasoning``.
     - ``tool_call_delta``: ``delta`` shows a call's name/arguments as they grow.
     - ``tool_call`` / ``invalid_tool_call``: a finished call attempt (``index`` as in deltas).
     - ``end`` (engine streams only, always last): ``result`` holds the whole generation result.
@@ -143,6 +154,8 @@ class Message:
     also hold any JSON-serialisable value. ``tool_calls`` are the calls an assistant turn made;
     ``tool_call_id``/``name`` identify which call a tool result answers. ``invalid_tool_calls``
     are an assistant turn's rejected call attempts: the prompt shows them with their errors.
+    ``reasoning`` is an assistant turn's reasoning, replayed into the prompt only when asked
+    (``keep_reasoning``).
     """
 
     role: Role
@@ -151,3 +164,4 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
+    reasoning: str | None = None

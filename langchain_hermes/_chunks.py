@@ -3,6 +3,9 @@
 Chunks are designed so that adding them up (``chunk1 + chunk2 + ...``) gives the same message
 as ``invoke`` for the same generation:
 
+- reasoning (the ``<think>`` block a reply may open with) arrives first, piece by piece, in
+  ``additional_kwargs["reasoning_content"]`` (concatenated by the merge, as ``invoke`` reports it;
+  with ``output_version="v1"`` also as a ``reasoning`` content block numbered 0);
 - prose arrives token by token as ``content``; call markup never appears in it;
 - each call arrives as ONE ``tool_call_chunk`` once the core has finished and validated it.
   LangChain merges ``tool_call_chunks`` by concatenating ``args`` and re-parses them leniently,
@@ -30,6 +33,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from hermes_core.types import StreamEvent
 from langchain_hermes._messages import (
     invalid_call_args,
+    reasoning_kwargs,
     to_response_metadata,
     to_usage_metadata,
     tool_call_args_json,
@@ -43,11 +47,14 @@ class ChunkBuilder:
         self._v1 = v1
         self._block = -1
         self._in_text = False
+        self._reasoning_block: int | None = None
 
     def chunk(self, event: StreamEvent) -> ChatGenerationChunk | None:
         """The chunk to emit for one event, or None when the event adds nothing."""
         if event.type == "text":
             return self._text(event.text) if event.text else None
+        if event.type == "reasoning":
+            return self._reasoning(event.text) if event.text else None
         if event.type == "tool_call" and event.tool_call is not None:
             call = event.tool_call
             return self._call(call.name, tool_call_args_json(call), call.id, event.index)
@@ -63,6 +70,16 @@ class ChunkBuilder:
             )
             return ChatGenerationChunk(message=message)
         return None  # tool_call_delta: see the module docstring
+
+    def _reasoning(self, text: str) -> ChatGenerationChunk:
+        extra = reasoning_kwargs(text)
+        if not self._v1:
+            return ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs=extra))
+        if self._reasoning_block is None:  # the reasoning comes before any other block
+            self._block += 1
+            self._reasoning_block = self._block
+        block = {"type": "reasoning", "reasoning": text, "index": self._reasoning_block}
+        return ChatGenerationChunk(message=AIMessageChunk(content=[block], additional_kwargs=extra))
 
     def _text(self, text: str) -> ChatGenerationChunk:
         if not self._v1:

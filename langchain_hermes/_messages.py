@@ -57,6 +57,7 @@ def _to_core_message(message: BaseMessage) -> Message:
             _ai_text(message),
             tool_calls=_core_tool_calls(message),
             invalid_tool_calls=_core_invalid_calls(message),
+            reasoning=_ai_reasoning(message),
         )
     if isinstance(message, ToolMessage):
         return Message(
@@ -105,6 +106,20 @@ def _ai_text(message: AIMessage) -> str:
         return message.content
     # Calls travel in ``tool_calls``; reasoning and provider-specific blocks are not replayed.
     return "".join(block["text"] for block in message.content_blocks if block["type"] == "text")
+
+
+def _ai_reasoning(message: AIMessage) -> str | None:
+    """An assistant turn's reasoning: ``additional_kwargs["reasoning_content"]``, else its reasoning blocks.
+
+    Kept on the core message; the prompt leaves it out unless ``keep_reasoning=True`` is passed.
+    """
+    reasoning = message.additional_kwargs.get("reasoning_content")
+    if isinstance(reasoning, str):
+        return reasoning
+    if isinstance(message.content, str):
+        return None
+    parts = [block.get("reasoning", "") for block in message.content_blocks if block["type"] == "reasoning"]
+    return "".join(parts) if parts else None
 
 
 def _core_tool_calls(message: AIMessage) -> list[ToolCall]:
@@ -175,14 +190,25 @@ def _tool_value(content: str | list[str | dict[str, Any]]) -> Any:
 
 
 def to_ai_message(result: GenerationResult) -> AIMessage:
-    """Build the ``AIMessage`` for one finished generation (calls, invalid calls, usage, metadata)."""
+    """Build the ``AIMessage`` for one finished generation (calls, invalid calls, usage, metadata).
+
+    The reasoning block the reply opened with goes to ``additional_kwargs["reasoning_content"]``
+    (where LangChain looks for it: ``content_blocks`` and ``output_version="v1"`` show it as a
+    ``reasoning`` block first), never into ``content``.
+    """
     return AIMessage(
         content=result.content,
+        additional_kwargs=reasoning_kwargs(result.reasoning),
         tool_calls=[to_lc_tool_call(call) for call in result.tool_calls],
         invalid_tool_calls=[to_lc_invalid_tool_call(call) for call in result.invalid_tool_calls],
         usage_metadata=to_usage_metadata(result.usage),
         response_metadata=to_response_metadata(result),
     )
+
+
+def reasoning_kwargs(reasoning: str | None) -> dict[str, Any]:
+    """``{"reasoning_content": ...}`` for a non-empty reasoning, else nothing."""
+    return {"reasoning_content": reasoning} if reasoning else {}
 
 
 def to_lc_tool_call(call: ToolCall) -> Any:

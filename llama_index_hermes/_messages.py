@@ -123,6 +123,12 @@ def rejected_attempts(message: ChatMessage) -> list[InvalidToolCall]:
     ]
 
 
+def _reasoning(message: ChatMessage) -> str | None:
+    """An assistant turn's ``ThinkingBlock`` text (replayed only with ``keep_reasoning=True``)."""
+    parts = [block.content or "" for block in message.blocks if isinstance(block, ThinkingBlock)]
+    return "".join(parts) if parts else None
+
+
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """Convert a LlamaIndex conversation to core messages.
 
@@ -147,6 +153,7 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
                     content=text,
                     tool_calls=_assistant_tool_calls(message, index),
                     invalid_tool_calls=rejected_attempts(message),
+                    reasoning=_reasoning(message),
                 )
             )
         elif role == "tool":
@@ -184,10 +191,15 @@ def usage_dict(usage: Usage) -> dict[str, int]:
 
 
 def assistant_message(
-    content: str, tool_calls: Sequence[ToolCall], invalid_tool_calls: Sequence[InvalidToolCall] = ()
+    content: str,
+    tool_calls: Sequence[ToolCall],
+    invalid_tool_calls: Sequence[InvalidToolCall] = (),
+    reasoning: str | None = None,
 ) -> ChatMessage:
-    """An assistant ``ChatMessage``: a text block, one ``ToolCallBlock`` per call, calls mirrored in kwargs."""
-    blocks: list[Any] = [TextBlock(text=content)]
+    """An assistant ``ChatMessage``: the reasoning as a ``ThinkingBlock`` (first, when there is any), a
+    text block, one ``ToolCallBlock`` per call, calls mirrored in kwargs."""
+    blocks: list[Any] = [ThinkingBlock(content=reasoning)] if reasoning else []
+    blocks.append(TextBlock(text=content))
     blocks += [
         ToolCallBlock(tool_call_id=call.id, tool_name=call.name, tool_kwargs=dict(call.arguments))
         for call in tool_calls
@@ -206,6 +218,7 @@ def raw_dict(result: GenerationResult, tool_calls: Sequence[ToolCall]) -> dict[s
         "model": result.model_name,
         "text": result.raw_text,
         "content": result.content,
+        "reasoning": result.reasoning,
         "finish_reason": result.finish_reason,
         "usage": usage_dict(result.usage),
         "tool_calls": [openai_tool_call(call) for call in tool_calls],
@@ -223,7 +236,7 @@ def chat_response(
         list(result.tool_calls)[:max_tool_calls] if max_tool_calls is not None else list(result.tool_calls)
     )
     return ChatResponse(
-        message=assistant_message(result.content, calls, result.invalid_tool_calls),
+        message=assistant_message(result.content, calls, result.invalid_tool_calls, result.reasoning),
         raw=raw_dict(result, calls),
         delta=delta,
         additional_kwargs=usage_dict(result.usage),

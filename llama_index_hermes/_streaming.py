@@ -1,8 +1,11 @@
 """Turns the engine's stream events into LlamaIndex ``ChatResponse`` chunks.
 
-Each chunk carries the whole message so far (text plus finished calls, ids fixed by the core);
-``delta`` is only prose the core has already separated from call markup. The last chunk is
-built from the engine's final result exactly as the non-streaming path builds its response.
+Each chunk carries the whole message so far (reasoning, text and finished calls, ids fixed by the
+core); ``delta`` is only prose the core has already separated from call markup. Reasoning (the
+``<think>`` block a reply may open with) comes first: each piece grows the message's ``ThinkingBlock``
+and is the chunk's ``additional_kwargs["thinking_delta"]``, where LlamaIndex agents look for it (their
+``AgentStream.thinking_delta``). The last chunk is built from the engine's final result exactly as
+the non-streaming path builds its response.
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ class ChunkBuilder:
     def __init__(self, *, max_tool_calls: int | None = None) -> None:
         self.max_tool_calls = max_tool_calls
         self.text = ""
+        self.reasoning = ""
         self.tool_calls: list[ToolCall] = []
         self.invalid_tool_calls: list[InvalidToolCall] = []
 
-    def _snapshot(self, delta: str, raw: dict[str, Any]) -> ChatResponse:
-        message = assistant_message(self.text, self.tool_calls, self.invalid_tool_calls)
-        return ChatResponse(message=message, delta=delta, raw=raw)
+    def _snapshot(self, delta: str, raw: dict[str, Any], extra: dict[str, Any] | None = None) -> ChatResponse:
+        message = assistant_message(self.text, self.tool_calls, self.invalid_tool_calls, self.reasoning)
+        return ChatResponse(message=message, delta=delta, raw=raw, additional_kwargs=extra or {})
 
     def feed(self, event: StreamEvent) -> ChatResponse | None:
         """The chunk to emit for ``event``, or None when it changes nothing a consumer can use yet."""
+        if event.type == "reasoning" and event.text:
+            self.reasoning += event.text
+            raw = {"event": "reasoning", "reasoning": event.text}
+            return self._snapshot("", raw, {"thinking_delta": event.text})
         if event.type == "text" and event.text:
             self.text += event.text
             return self._snapshot(event.text, {"event": "text", "text": event.text})

@@ -12,7 +12,10 @@ from langchain_hermes import ChatHermes
 from llama_index_hermes import HermesLLM
 
 BAD_SETTINGS = [
-    ({"quantization": "3bit"}, "unknown quantization '3bit'; use one of '4bit', '8bit', None, 'auto'."),
+    (
+        {"quantization": "3bit"},
+        "unknown quantization '3bit'; use one of '4bit', '8bit', 'int4', None, 'auto'.",
+    ),
     ({"torch_dtype": "int3"}, "unknown torch_dtype 'int3'"),
     ({"temperature": math.nan}, "temperature must be a finite number >= 0 (0 = greedy), got nan"),
     ({"temperature": math.inf}, "temperature must be a finite number >= 0 (0 = greedy), got inf"),

@@ -22,13 +22,14 @@ from typing import Any
 
 from hermes_core.format._json_scan import CLOSE_TAG, END, MORE, ValueScanner
 from hermes_core.format._tool_json import (
+    DIRECT_DECODE,
     UNDECIDED,
     DecodeError,
+    decode_prefix,
     decode_spanning_value,
     decode_value,
     invalid,
     make_calls,
-    raw_decode,
 )
 from hermes_core.types import InvalidToolCall, ToolCall, new_call_id
 
@@ -41,7 +42,9 @@ _IN_TEXT, _AFTER_TAG, _IN_VALUE, _AFTER_VALUE = range(4)
 _skip_ws = re.compile(r"\s*").match
 _json_after_tag = re.compile(r"\s*[{\[]").match  # the common case of _after_tag, decided at once
 _close_after_value = re.compile(r"\s*</tool_call>").match  # the common case of _after_value
-_skip_fence_info = re.compile(r"[\w+.\-]*").match
+_skip_fence_info = re.compile(r"[\w+.\-]*").match  # a fence's language label, on the fence's own line
+_skip_blanks = re.compile(r"[ \t]*").match
+_FENCE_OPENED, _AFTER_LABEL, _IN_LABEL = 1, 2, 3  # stages of _after_tag after a fence (0: none yet)
 
 Item = tuple[Any, ...]
 
@@ -52,6 +55,7 @@ class BlockSplitter:
     __slots__ = (
         "call_id",
         "close_at",
+        "close_hinted",
         "close_tried",
         "fenced",
         "held",
@@ -77,6 +81,7 @@ class BlockSplitter:
         self.call_id = ""
         self.close_at = -2  # position of the next </tool_call> in the current text (-1: none, -2: unknown)
         self.close_tried = -1  # a </tool_call> position the shortcut already failed for
+        self.close_hinted = -1  # a </tool_call> position already used as a decode window's end
         self.index = 0  # index of the next call attempt
         self.out: list[Item] = []
 
@@ -85,6 +90,7 @@ class BlockSplitter:
         out = self.out = []
         self.close_at = -2
         self.close_tried = -1
+        self.close_hinted = -1
         if self.pending:
             text = self.pending + text
             self.pending = ""
@@ -148,26 +154,34 @@ class BlockSplitter:
     def _after_tag(self, s: str, pos: int, final: bool) -> int:
         """Decide whether the ``<tool_call>`` just read starts a call attempt or is prose.
 
-        ``held`` has the tag and what followed it so far (whitespace, repeated tags, a fence line).
+        ``held`` has the tag and what followed it so far (whitespace, repeated tags, a fence line). The
+        stage records how far into a fence line the text got, so a delta may end anywhere in it (even
+        inside the label) and the next one resumes exactly where a whole-text scan would be.
         """
         n = len(s)
         j = pos
         stage = self.stage
         while True:
-            j = _skip_ws(s, j).end()
-            if stage == 1:  # just after an opening fence: its info word, e.g. "json"
+            # Stages: 0 before any fence; 1 just after an opening fence (blanks before its label);
+            # 3 inside the label, e.g. "json" (it may go on in the next delta); 2 after the label.
+            if stage == _FENCE_OPENED:
+                j = _skip_blanks(s, j).end()
+                if j >= n:
+                    break
+                stage = _IN_LABEL
+            if stage == _IN_LABEL:
                 j = _skip_fence_info(s, j).end()
                 if j >= n:
                     break
-                stage = 2
-                continue
+                stage = _AFTER_LABEL
+            j = _skip_ws(s, j).end()
             if j >= n:
                 break
             c = s[j]
             if c == "{" or c == "[":
                 self.held = []
                 self.out.append((CROSS,))
-                self.fenced = stage == 2
+                self.fenced = stage == _AFTER_LABEL
                 self.mode = _IN_VALUE
                 self.scanner = None
                 return j
@@ -181,7 +195,7 @@ class BlockSplitter:
                 elif c == "`":
                     if s.startswith(FENCE, j):
                         j += len(FENCE)
-                        stage = 1
+                        stage = _FENCE_OPENED
                         continue
                     if n - j < len(FENCE) and not final:
                         break
@@ -214,7 +228,8 @@ class BlockSplitter:
             if self.track and s[pos] == "{":
                 self.out.append((START, self.index, call_id))
             try:
-                value, end = raw_decode(s, pos)
+                hint = self._window_hint(s, pos) if pos > DIRECT_DECODE else 0
+                value, end = decode_prefix(s, pos, hint)
             except (ValueError, RecursionError):
                 value, end = self._value_before_close_tag(s, pos)
             if end >= 0:  # decoded without scanning; the same value and end the scanner would find
@@ -271,14 +286,31 @@ class BlockSplitter:
             return [invalid(raw, error, self.call_id)]
         return make_calls(value, raw, self.call_id)
 
+    def _next_close_tag(self, s: str, pos: int) -> int:
+        """Position of the first ``</tool_call>`` at or after ``pos`` (-1: none); each search is cached."""
+        close = self.close_at
+        if close == -2 or 0 <= close < pos:
+            close = self.close_at = s.find(CLOSE_TAG, pos)
+        return close
+
+    def _window_hint(self, s: str, pos: int) -> int:
+        """How much text to decode the value at ``pos`` from first: up to the next ``</tool_call>``.
+
+        A value usually ends just before that tag, so one decode suffices. Each tag serves as a hint
+        once; the stretches up to distinct tags do not overlap, so the hints cost linear work in all.
+        """
+        close = self._next_close_tag(s, pos)
+        if close < 0 or close == self.close_hinted:
+            return 0
+        self.close_hinted = close
+        return close - pos
+
     def _value_before_close_tag(self, s: str, pos: int) -> tuple[Any, int]:
         """Decode a non-JSON value that spans everything up to the next ``</tool_call>``, if it does.
 
         Returns ``(value, end)``, or ``(None, -1)`` when the scanner must decide.
         """
-        close = self.close_at
-        if close == -2 or 0 <= close < pos:
-            close = self.close_at = s.find(CLOSE_TAG, pos)
+        close = self._next_close_tag(s, pos)
         if close < 0 or close == self.close_tried:  # at most one try per tag keeps the work linear
             return None, -1
         candidate = s[pos:close].rstrip()

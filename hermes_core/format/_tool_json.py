@@ -20,12 +20,61 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    """Refuse numbers that overflow to infinity (``1e999``): ``json.dumps(allow_nan=False)`` would fail."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is too large to be finite")
+    return value
+
+
 # strict=False lets raw control characters (newlines, tabs) appear inside strings, as models write them.
-_DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant)
-raw_decode = _DECODER.raw_decode
+_DECODER = json.JSONDecoder(strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
+
+# decode_prefix: up to which position the whole text is decoded directly (a failure then counts at most
+# this many characters), the first window after it, and how close to a window's end a failure must be
+# to mean "cut by the window".
+DIRECT_DECODE = 2048
+_WINDOW = 512
+_NEAR_END = 16
+
+
+def decode_prefix(text: str, pos: int, hint: int = 0) -> tuple[Any, int]:
+    """``raw_decode(text, pos)``: the JSON value starting at ``pos`` and the index just past it.
+
+    Same result and same exception type, but the work is bounded by the value's own length (plus a
+    constant): the decoder builds its error message by counting lines from the start of the string it
+    was given, so repeated failed attempts deep into a long text would cost quadratic time. Decoding a growing window
+    that starts at ``pos`` keeps every count local. A JSON parse never looks past the end of the value,
+    so a window gives the whole text's answer unless the window's own end cut the value; that shows as a
+    failure within a few characters of the end (or an unterminated string), and then the window doubles.
+    ``hint``: where the value probably ends (the caller's guess, relative to ``pos``); the first window
+    reaches a little past it. Near the start of the text (the usual case) the text is decoded directly.
+    """
+    if pos <= DIRECT_DECODE:
+        return _DECODER.raw_decode(text, pos)
+    n = len(text)
+    size = max(_WINDOW, hint + _NEAR_END + 1)
+    while True:
+        end = pos + size
+        if end >= n:
+            value, stop = _DECODER.raw_decode(text[pos:] if pos else text)
+            return value, pos + stop
+        window = text[pos:end]
+        try:
+            value, stop = _DECODER.raw_decode(window)
+        except json.JSONDecodeError as exc:
+            if exc.pos < size - _NEAR_END and not exc.msg.startswith("Unterminated string"):
+                raise
+        else:
+            return value, pos + stop
+        size *= 2
+
 
 _HAS_TRAILING_COMMA = re.compile(r",\s*[}\]]").search
-_STRING_OR_TRAILING_COMMA = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|,(\s*[}\]])', re.DOTALL)
+# A string token runs to its closing quote or, when there is none, to the end of the text: a failed match
+# must never be retried from every quote inside the string (that costs quadratic time).
+_STRING_OR_TRAILING_COMMA = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|,(\s*[}\]])', re.DOTALL)
 # ast.literal_eval recurses in C; refuse depths that could exhaust the interpreter's stack.
 _MAX_LITERAL_DEPTH = 200
 
@@ -91,13 +140,6 @@ def decode_value(text: str, max_depth: int = 0) -> Any:
 UNDECIDED = object()
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
 _PY_JSON = json.JSONDecoder(strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
 # Simple Python string literals (no backslash, no line break), bare words, and any other quote.
 _PY_TOKEN = re.compile(r'"[^"\\\n\r]*"|\'[^\'\\\n\r]*\'|(?<![\w.])[A-Za-z_]\w*|["\']')
@@ -131,7 +173,13 @@ def _python_via_json(text: str) -> Any:
         return UNDECIDED
 
 
-_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'', re.DOTALL)
+# A string, closed or running to the end of the text (group 1 or 2 is empty then); see above on why.
+_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*("?)|\'[^\'\\]*(?:\\.[^\'\\]*)*(\'?)', re.DOTALL)
+
+
+def _blank_string(match: re.Match[str]) -> str:
+    """Drop a closed string; leave a lone quote for an unclosed one (so it counts as unpaired)."""
+    return "" if match.group(1) or match.group(2) else match.group(0)[0]
 
 
 def decode_spanning_value(text: str) -> Any:
@@ -152,7 +200,7 @@ def decode_spanning_value(text: str) -> Any:
         return value
     if "'''" in text or '"""' in text:
         return UNDECIDED
-    bare = _STRING_TOKEN.sub("", text)
+    bare = _STRING_TOKEN.sub(_blank_string, text)
     if '"' in bare or "'" in bare or "#" in bare or bare.count("{") + bare.count("[") > _MAX_LITERAL_DEPTH:
         return UNDECIDED
     try:
@@ -206,8 +254,60 @@ def _arguments(call: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     return None, f"tool call arguments must be an object, got {_describe(args)}"
 
 
-def make_call(item: Any, raw: str, call_id: str) -> ToolCall | InvalidToolCall:
-    """Normalise one decoded call value into a ToolCall, or an InvalidToolCall saying what is wrong."""
+# Where a surrogate code point can come from: a \\u / \\U escape (JSON or Python) or a raw one in the text.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]").search
+_LONE_SURROGATE = re.compile("[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]").search
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a surrogate code point (UTF-8 cannot encode one); fast in C."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _may_hold_surrogate(raw: str) -> bool:
+    """Whether decoding ``raw`` can give a surrogate: only through an escape or a raw one."""
+    return _SURROGATE_ESCAPE(raw) is not None or _has_surrogate(raw)
+
+
+def _join_surrogates(value: Any) -> Any:
+    """Join surrogate pairs left as two characters (Python literals keep them apart); refuse a lone one.
+
+    JSON already joins an escaped pair into one character; a lone surrogate is no character at all and
+    cannot be encoded as UTF-8, so the call is refused rather than silently changed.
+    """
+    if isinstance(value, str):
+        if not _has_surrogate(value):
+            return value
+        lone = _LONE_SURROGATE(value)
+        if lone is not None:
+            raise DecodeError(
+                f"tool call has a lone surrogate \\u{ord(lone.group()):04x} in a string, which is not a "
+                "Unicode character (write the character itself, or a complete surrogate pair)"
+            )
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    if isinstance(value, list):
+        return [_join_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_join_surrogates(key): _join_surrogates(item) for key, item in value.items()}
+    return value
+
+
+def make_call(item: Any, raw: str, call_id: str, surrogates: bool = False) -> ToolCall | InvalidToolCall:
+    """Normalise one decoded call value into a ToolCall, or an InvalidToolCall saying what is wrong.
+
+    ``surrogates``: the raw text may hold surrogate code points, so strings are checked for them.
+    """
+    if surrogates:
+        try:
+            item = _join_surrogates(item)
+        except DecodeError as exc:
+            return invalid(raw, str(exc), call_id)
     if not isinstance(item, dict):
         return InvalidToolCall(
             raw=raw,
@@ -222,19 +322,25 @@ def make_call(item: Any, raw: str, call_id: str) -> ToolCall | InvalidToolCall:
     args, error = _arguments(item)
     if args is None:
         return InvalidToolCall(raw=raw, error=error, name=clean_name, id=call_id)
+    if surrogates:
+        try:  # arguments given as a JSON string were only decoded just now
+            args = _join_surrogates(args)
+        except DecodeError as exc:
+            return InvalidToolCall(raw=raw, error=str(exc), name=clean_name, id=call_id)
     return ToolCall(name=clean_name, arguments=args, id=call_id)
 
 
 def make_calls(value: Any, raw: str, first_id: str) -> list[ToolCall | InvalidToolCall]:
     """Normalise a decoded block value: an object is one call, a list is one call per element."""
+    surrogates = _may_hold_surrogate(raw)
     if not isinstance(value, list):
-        return [make_call(value, raw, first_id)]
+        return [make_call(value, raw, first_id, surrogates)]
     if not value:
         return [InvalidToolCall(raw=raw, error="tool call is an empty list: no call in it", id=first_id)]
     calls = []
     for position, item in enumerate(value):
         item_raw = json.dumps(item, ensure_ascii=False)
-        calls.append(make_call(item, item_raw, first_id if position == 0 else new_call_id()))
+        calls.append(make_call(item, item_raw, first_id if position == 0 else new_call_id(), surrogates))
     return calls
 
 
@@ -243,8 +349,9 @@ def invalid(raw: str, error: str, call_id: str) -> InvalidToolCall:
     return InvalidToolCall(raw=raw, error=error, name=recover_name(raw), id=call_id)
 
 
+# Strings (an unclosed one runs to the end, see _STRING_OR_TRAILING_COMMA), punctuation, other runs.
 _TOKEN = re.compile(
-    r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|[{}\[\]:,]|[^"\'{}\[\]:,]+|["\']', re.DOTALL
+    r'"[^"\\]*(?:\\.[^"\\]*)*"?|\'[^\'\\]*(?:\\.[^\'\\]*)*\'?|[{}\[\]:,]|[^"\'{}\[\]:,]+', re.DOTALL
 )
 
 

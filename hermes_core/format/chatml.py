@@ -37,6 +37,9 @@ Decisions where the format leaves a choice:
   that error, and attempts no following tool message answers get it appended to the tool turn (or a
   tool turn of their own). Stand-in calls for rejected attempts are not rendered. See
   ``hermes_core.format.rejected_calls`` for why.
+- An earlier assistant turn's ``reasoning`` is left out of the prompt, as the reasoning models' cards
+  advise; ``keep_reasoning=True`` writes it back before the turn's text, in the variant's reasoning
+  tags (``<think>`` when the variant has none): ``S<think>\n C<reasoning> S\n</think>\n\n``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from hermes_core.errors import UnsupportedOptionError
 from hermes_core.format.prompts import PromptSegment, answer_schema_prompt_segments, response_schema
 from hermes_core.format.rejected_calls import is_stand_in, rejection_response
 from hermes_core.format.tool_specs import to_tool_specs
-from hermes_core.format.variants import ChatVariant, get_variant, raw_tool_content
+from hermes_core.format.variants import THINK, ChatVariant, ReasoningBlock, get_variant, raw_tool_content
 from hermes_core.types import InvalidToolCall, Message, ToolCall, new_call_id
 
 __all__ = ["PromptSegment", "RenderedPrompt", "render_conversation", "to_messages"]
@@ -155,12 +158,14 @@ def render_conversation(
     add_generation_prompt: bool = True,
     variant: str | ChatVariant | None = None,
     reasoning: bool | None = None,
+    keep_reasoning: bool = False,
 ) -> RenderedPrompt:
     """Render ``messages`` (plus the tools and/or JSON-schema system prompt) as Hermes ChatML segments.
 
     ``variant`` picks the family's layout (``hermes_core.format.variants``; None = Hermes 2 Pro's model
     card format described above); ``reasoning`` switches the family's reasoning prompt on or off (None =
     the family's default). With both ``tools`` and ``response_format`` the schema is the final answer's.
+    ``keep_reasoning`` replays earlier assistant turns' ``reasoning`` (dropped by default).
     """
     chat = get_variant(variant)
     thinking = chat.resolve_reasoning(reasoning)
@@ -205,6 +210,8 @@ def render_conversation(
             pending = []
         segments.append(_s(f"{IM_START}{msg.role}\n"))
         if msg.role == "assistant":
+            if keep_reasoning and msg.reasoning:
+                segments.extend(_reasoning_block(msg.reasoning, chat.reasoning or THINK))
             segments.extend(_assistant_body(msg, index))
             for call in msg.tool_calls:
                 call_names[call.id] = call.name
@@ -269,6 +276,11 @@ def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
     return out
 
 
+def _reasoning_block(text: str, block: ReasoningBlock) -> list[PromptSegment]:
+    """A replayed reasoning block: the tags are structure, the reasoning untrusted content."""
+    return [_s(f"{block.open}\n"), _c(text), _s(f"\n{block.close}\n\n")]
+
+
 def _rejection(attempt: InvalidToolCall, chat: ChatVariant) -> tuple[list[PromptSegment], str]:
     """A rejected attempt's answer for ``chat.tool_turn``: the named response block and the raw error."""
     response = rejection_response(attempt)
@@ -324,6 +336,7 @@ def _to_message(raw: Message | dict[str, Any], index: int) -> Message:
             tool_call_id=raw.get("tool_call_id"),
             name=raw.get("name"),
             invalid_tool_calls=[_to_invalid_call(c, index) for c in raw.get("invalid_tool_calls") or []],
+            reasoning=raw.get("reasoning", raw.get("reasoning_content")),
         )
     else:
         raise UnsupportedOptionError(

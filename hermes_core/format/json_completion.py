@@ -422,11 +422,22 @@ def _number_suffix(prefix: str, node: _Node) -> str | None:
     whole = _integer_suffix(prefix, node)
     if whole is not None:
         return whole
-    if prefix in ("", "-"):
-        fraction = _fraction_suffix(prefix + "0.", node)
-        return None if fraction is None else "0." + fraction
-    fraction = _fraction_suffix(prefix + ".", node)
-    return None if fraction is None else "." + fraction
+    # No integer fits: an integer part that the prefix can still grow into, then a fraction. Candidates
+    # are the prefix itself (or 0 after a bare sign) and the integer parts of the bounds that extend it.
+    heads = [prefix + "0"] if prefix in ("", "-") else [prefix]
+    for bound in (node.lo, node.hi):
+        if bound is not None:
+            head = _number_text(Decimal(int(bound)))  # truncated toward zero: -1.01 -> -1
+            if bound < 0 and not head.startswith("-"):
+                head = "-" + head
+            if head.startswith(prefix) and head != prefix:
+                heads.append(head)
+    finishes = []
+    for head in heads:
+        fraction = _fraction_suffix(head + ".", node)
+        if fraction is not None:
+            finishes.append(head[len(prefix) :] + "." + fraction)
+    return min(finishes, key=len) if finishes else None
 
 
 class JsonCompleter:

@@ -1,11 +1,12 @@
 """Whole-text parsing of Hermes tool calls: prose, valid calls and invalid call attempts.
 
-Follows ``parser-policy.md``; in short:
+Follows the parser policy (``docs/parser-policy.md``); in short:
 
 - The output ends at the first end-of-turn token (``<|im_end|>``, ``<|im_start|>``, ``<|eot_id|>``,
   ``<|end_of_text|>``, ``<|endoftext|>``).
 - A call attempt is ``<tool_call>`` followed, after whitespace (and repeated ``<tool_call>`` markers,
-  and optionally a Markdown fence line such as ```` ```json ````), by ``{`` or ``[``. Otherwise the
+  and optionally a Markdown fence line such as ```` ```json ````, whose label sits on the fence's own
+  line), by ``{`` or ``[``. Otherwise the
   tag is prose (so ``<tool_call>42</tool_call>`` is text). ``<tool_call>`` followed by nothing but
   whitespace (or a fence line, or a cut-off repeated tag) up to the end is a cut-off attempt.
 - A value ends where its JSON structure closes (string-aware for ``"..."`` and ``'...'``), never at a
@@ -24,6 +25,11 @@ Follows ``parser-policy.md``; in short:
   come from ``arguments``, else ``parameters``; missing, ``null``, ``""`` (or whitespace) give ``{}``;
   a string is decoded once as JSON and must give an object.
 
+Reasoning: a ``<think>...</think>`` or ``<scratch_pad>...</scratch_pad>`` block at the very start (after
+optional whitespace) is split off as ``reasoning`` before anything else is parsed; tags inside it are
+reasoning text, never calls, and a reply cut off inside it is all reasoning with empty content (see
+:mod:`hermes_core.format._reasoning`).
+
 Content: the prose before, between and after blocks, end-of-turn tokens removed. Its leading and
 trailing whitespace is stripped, and where blocks (valid or invalid) were removed, the whitespace runs
 that touched them collapse into the longest of them, so ``"First.\\n<block>\\nThen."`` gives
@@ -40,14 +46,28 @@ from __future__ import annotations
 
 from hermes_core.format._blocks import CROSS, DONE, TEXT, BlockSplitter
 from hermes_core.format._content import ContentJoiner, find_end_of_turn
+from hermes_core.format._reasoning import REASONING, ReasoningSplitter, opens_with_reasoning
 from hermes_core.types import InvalidToolCall, ParsedResponse, ToolCall
 
 
 def parse_tool_calls(text: str) -> ParsedResponse:
-    """Split a complete model output into content, valid tool calls and invalid call attempts."""
+    """Split a complete model output into reasoning, content, valid tool calls and invalid call attempts."""
     end = find_end_of_turn(text)
     if end >= 0:
         text = text[:end]
+    reasoning = None
+    if opens_with_reasoning(text):  # otherwise the splitter would pass all of it on as the reply
+        splitter = ReasoningSplitter()
+        reasoning_joiner = ContentJoiner()
+        thoughts: list[str] = []
+        reply: list[str] = []
+        for kind, piece in splitter.push(text, final=True):
+            if kind == REASONING:
+                thoughts.append(reasoning_joiner.add(piece))
+            else:
+                reply.append(piece)
+        reasoning = "".join(thoughts)
+        text = "".join(reply)
     joiner = ContentJoiner()
     content: list[str] = []
     calls: list[ToolCall] = []
@@ -66,4 +86,6 @@ def parse_tool_calls(text: str) -> ParsedResponse:
                     calls.append(call)
                 else:
                     invalid.append(call)
-    return ParsedResponse(content="".join(content), tool_calls=calls, invalid_tool_calls=invalid)
+    return ParsedResponse(
+        content="".join(content), tool_calls=calls, invalid_tool_calls=invalid, reasoning=reasoning
+    )

@@ -7,6 +7,9 @@ once; only an undecided tail is kept between deltas.
 
 Events:
 
+- ``reasoning``: more of the reasoning block the reply opened with (``<think>``, ``<scratch_pad>``),
+  whitespace at its start and end left out; the pieces concatenate to the final ``reasoning``. They
+  all come before any other event: content and calls only start after the block.
 - ``text``: prose certainly outside any call block. Held back are only a tail that could still begin
   ``<tool_call>`` or an end-of-turn token, the tag-plus-whitespace while it is undecided whether a call
   follows, and whitespace (released once non-whitespace prose follows, because trailing whitespace
@@ -32,15 +35,19 @@ import json
 from hermes_core.format._blocks import CHUNK, CROSS, DONE, START, TEXT, BlockSplitter, Item
 from hermes_core.format._call_tracker import CallTracker
 from hermes_core.format._content import ContentJoiner, end_of_turn_hold, find_end_of_turn
+from hermes_core.format._reasoning import REASONING, ReasoningSplitter
 from hermes_core.types import InvalidToolCall, ParsedResponse, StreamEvent, ToolCall, ToolCallDelta
 
-_PROSE, _VALUE = 1, 2
+_PROSE, _VALUE, _THINKING = 1, 2, 3
 
 
 class ToolCallStreamParser:
     """Parses tool calls from text deltas; ``result()`` equals ``parse_tool_calls`` on the whole text."""
 
     def __init__(self) -> None:
+        self._reasoning = ReasoningSplitter()
+        self._reasoning_joiner = ContentJoiner()
+        self._thoughts: list[str] = []
         self._splitter = BlockSplitter(track=True)
         self._joiner = ContentJoiner()
         self._hold = ""  # a tail that could begin an end-of-turn token
@@ -51,7 +58,7 @@ class ToolCallStreamParser:
         self._tracker: CallTracker | None = None
         self._tracked_id = ""
         self._tracked_index = 0
-        self._fast = _PROSE  # which fast path of feed() applies now (0: none)
+        self._fast = 0  # which fast path of feed() applies now (0: none; none until the start is read)
 
     @property
     def finished(self) -> bool:
@@ -63,14 +70,17 @@ class ToolCallStreamParser:
         fast = self._fast
         if fast and "<" not in delta:
             # Fast paths, same outcome as the general one. Nothing is held back, and a delta without
-            # "<" can neither begin a tag nor an end-of-turn token: in prose it is all prose, and
-            # inside an open value it cannot end the value unless it holds a closing bracket.
+            # "<" can neither begin a tag nor an end-of-turn token: in prose it is all prose, inside
+            # the reasoning block all reasoning, and inside an open value it cannot end the value
+            # unless it holds a closing bracket.
             if fast == _PROSE:
                 piece = self._joiner.add(delta)
                 if not piece:
                     return []
                 self._content.append(piece)
                 return [StreamEvent("text", text=piece)]
+            if fast == _THINKING:
+                return self._think(delta, [])
             if "}" not in delta and "]" not in delta:
                 self._splitter.continue_value(delta)
                 return self._progress(delta, [])
@@ -91,6 +101,8 @@ class ToolCallStreamParser:
                 events = self._run(text[:cut], False) if cut else []
         if self._finished or self._hold:
             self._fast = 0
+        elif not self._reasoning.decided:
+            self._fast = _THINKING if self._reasoning.inside else 0
         else:
             self._fast = (
                 _PROSE if self._splitter.in_plain_text() else _VALUE if self._splitter.in_open_value() else 0
@@ -111,12 +123,30 @@ class ToolCallStreamParser:
             content="".join(self._content),
             tool_calls=list(self._calls),
             invalid_tool_calls=list(self._invalid),
+            reasoning="".join(self._thoughts) if self._reasoning.found else None,
         )
+
+    def _think(self, text: str, events: list[StreamEvent]) -> list[StreamEvent]:
+        piece = self._reasoning_joiner.add(text)
+        if piece:
+            self._thoughts.append(piece)
+            events.append(StreamEvent("reasoning", text=piece))
+        return events
 
     def _run(self, text: str, final: bool) -> list[StreamEvent]:
         if final:
             self._finished = True
         events: list[StreamEvent] = []
+        if not self._reasoning.decided:
+            reply = []
+            for kind, piece in self._reasoning.push(text, final):
+                if kind == REASONING:
+                    self._think(piece, events)
+                else:
+                    reply.append(piece)
+            text = "".join(reply)
+            if not text and not final:
+                return events
         for item in self._splitter.push(text, final):
             kind = item[0]
             if kind == TEXT:

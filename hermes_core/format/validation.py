@@ -34,7 +34,9 @@ def validate_tool_calls(parsed: ParsedResponse, tools: Sequence[Any]) -> ParsedR
                 {"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str
             )
             invalid.append(InvalidToolCall(raw=raw, error=error, name=call.name, id=call.id))
-    return ParsedResponse(content=parsed.content, tool_calls=valid, invalid_tool_calls=invalid)
+    return ParsedResponse(
+        content=parsed.content, tool_calls=valid, invalid_tool_calls=invalid, reasoning=parsed.reasoning
+    )
 
 
 def _call_error(call: ToolCall, schemas: dict[str, dict[str, Any]]) -> str | None:
@@ -44,6 +46,9 @@ def _call_error(call: ToolCall, schemas: dict[str, dict[str, Any]]) -> str | Non
         return f"Unknown tool {call.name!r}; the available tools are: {available}."
     if not isinstance(call.arguments, dict):
         return f"Arguments of tool {call.name!r} must be a JSON object."
+    problem = _not_json(call.arguments)
+    if problem:
+        return f"Arguments of tool {call.name!r} {problem}."
     validator = _validator(json.dumps(schemas[call.name], sort_keys=True))
     errors = sorted(
         validator.iter_errors(call.arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message)
@@ -53,6 +58,23 @@ def _call_error(call: ToolCall, schemas: dict[str, dict[str, Any]]) -> str | Non
     problems = [_describe(e) for e in errors[:_MAX_REPORTED]]
     more = f" (and {len(errors) - _MAX_REPORTED} more)" if len(errors) > _MAX_REPORTED else ""
     return f"Invalid arguments for tool {call.name!r}: {'; '.join(problems)}{more}."
+
+
+def _not_json(arguments: dict[str, Any]) -> str:
+    """Why ``arguments`` cannot be sent on as JSON text (``""`` when they can).
+
+    The parser never produces such values; a call built by hand may, and JSON schemas accept
+    ``inf`` as a number, so this is checked here rather than left to fail downstream.
+    """
+    try:
+        json.dumps(arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError too
+        if isinstance(exc, UnicodeEncodeError):
+            return "hold a surrogate code point in a string, which is not a Unicode character"
+        return "hold a number that is not finite (NaN or infinity), which JSON cannot represent"
+    except TypeError as exc:
+        return f"hold a value JSON cannot represent ({exc})"
+    return ""
 
 
 @lru_cache(maxsize=256)

@@ -69,6 +69,7 @@ class Case:
     max_new_tokens: int = 48
     temperature: float = 0.0
     seed: int | None = None
+    reasoning_budget: int | None = None
 
 
 CASES = [

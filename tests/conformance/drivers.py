@@ -1,7 +1,8 @@
 """One small driver per way of calling the model: the bare engine (reference), ChatHermes, HermesLLM.
 
 Each driver runs a ``Case`` (whole or streamed) and reduces the answer to an ``Outcome``: the text,
-the valid calls as (name, arguments), and how many call attempts were invalid.
+the valid calls as (name, arguments), how many call attempts were invalid, and the reasoning the reply
+opened with (None when there was none, or it was empty).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Outcome:
     calls: list[tuple[str, dict[str, Any]]]
     n_invalid: int
     markup_in_deltas: bool = False
+    reasoning: str | None = None
 
 
 Driver = Callable[[Any, Case, bool], Outcome]
@@ -47,15 +49,17 @@ def run_engine(engine: Any, case: Case, stream: bool) -> Outcome:
         "max_new_tokens": case.max_new_tokens,
         "temperature": case.temperature,
         "seed": case.seed,
+        "reasoning_budget": case.reasoning_budget,
     }
     if stream:
         events = list(engine.stream(messages, **options))
         markup = any("<tool_call" in e.text for e in events if e.type == "text")
         result = events[-1].result
+        assert "".join(e.text for e in events if e.type == "reasoning") == (result.reasoning or "")
     else:
         markup, result = False, engine.generate(messages, **options)
     calls = [(c.name, c.arguments) for c in result.tool_calls]
-    return Outcome(result.content, calls, len(result.invalid_tool_calls), markup)
+    return Outcome(result.content, calls, len(result.invalid_tool_calls), markup, result.reasoning or None)
 
 
 def run_langchain(engine: Any, case: Case, stream: bool) -> Outcome:
@@ -77,7 +81,11 @@ def run_langchain(engine: Any, case: Case, stream: bool) -> Outcome:
         else:
             messages.append(kinds[m["role"]](content=m["content"]))
     model: Any = ChatHermes(
-        engine=engine, max_new_tokens=case.max_new_tokens, temperature=case.temperature, seed=case.seed
+        engine=engine,
+        max_new_tokens=case.max_new_tokens,
+        temperature=case.temperature,
+        seed=case.seed,
+        reasoning_budget=case.reasoning_budget,
     )
     if case.tools:
         model = model.bind_tools(
@@ -94,12 +102,15 @@ def run_langchain(engine: Any, case: Case, stream: bool) -> Outcome:
     else:
         message = model.invoke(messages)
     calls = [(c["name"], c["args"]) for c in message.tool_calls]
-    return Outcome(str(message.content), calls, len(message.invalid_tool_calls), markup)
+    reasoning = message.additional_kwargs.get("reasoning_content")
+    blocks = [b["reasoning"] for b in message.content_blocks if b["type"] == "reasoning"]
+    assert blocks == ([reasoning] if reasoning else [])  # LangChain's own view of it agrees
+    return Outcome(str(message.content), calls, len(message.invalid_tool_calls), markup, reasoning)
 
 
 def run_llama_index(engine: Any, case: Case, stream: bool) -> Outcome:
     """``HermesLLM(engine=...)`` through the FunctionCallingLLM API (``chat_with_tools``) or ``chat``."""
-    from llama_index.core.base.llms.types import ChatMessage, TextBlock, ToolCallBlock
+    from llama_index.core.base.llms.types import ChatMessage, TextBlock, ThinkingBlock, ToolCallBlock
 
     from llama_index_hermes import HermesLLM
 
@@ -118,7 +129,11 @@ def run_llama_index(engine: Any, case: Case, stream: bool) -> Outcome:
         else:
             messages.append(ChatMessage(role=m["role"], content=m["content"]))
     llm = HermesLLM(
-        engine=engine, max_new_tokens=case.max_new_tokens, temperature=case.temperature, seed=case.seed
+        engine=engine,
+        max_new_tokens=case.max_new_tokens,
+        temperature=case.temperature,
+        seed=case.seed,
+        reasoning_budget=case.reasoning_budget,
     )
     if case.tools:
         kwargs = {"chat_history": messages, "allow_parallel_tool_calls": case.parallel_tool_calls}
@@ -135,7 +150,11 @@ def run_llama_index(engine: Any, case: Case, stream: bool) -> Outcome:
     final = chunks[-1].message
     calls = [(b.tool_name, b.tool_kwargs) for b in final.blocks if isinstance(b, ToolCallBlock)]
     invalid = final.additional_kwargs.get("invalid_tool_calls", [])
-    return Outcome(final.content or "", calls, len(invalid), markup)
+    thinking = [b.content for b in final.blocks if isinstance(b, ThinkingBlock)]
+    reasoning = thinking[0] if thinking else None
+    if stream:  # the pieces agents see as AgentStream.thinking_delta add up to it
+        assert "".join(c.additional_kwargs.get("thinking_delta", "") for c in chunks) == (reasoning or "")
+    return Outcome(final.content or "", calls, len(invalid), markup, reasoning)
 
 
 ADAPTERS: dict[str, Driver] = {"langchain": run_langchain, "llama_index": run_llama_index}

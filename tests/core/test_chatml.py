@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -552,3 +553,66 @@ def test_every_family_keeps_its_tools_turn_and_adds_the_answer_schema_turn(varia
     head = tools_only[: tools_only.index("<|im_start|>user")]
     assert both.startswith(head + "<|im_start|>system\nWhen you answer without calling a function")
     assert both.endswith("</schema><|im_end|>\n<|im_start|>user\nGive x.<|im_end|>\n")
+
+
+# --- replaying an assistant turn's reasoning ---------------------------------------------------------
+
+
+def _reasoning_history() -> list[Message]:
+    return [
+        Message("user", "Weather in Paris?"),
+        Message(
+            "assistant",
+            tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="c1")],
+            reasoning="The user wants Paris; call get_weather.",
+        ),
+        Message("tool", '{"temp": 21}', tool_call_id="c1"),
+        Message("assistant", "It is 21 degrees.", reasoning="Report the temperature."),
+        Message("user", "Thanks!"),
+    ]
+
+
+def test_earlier_reasoning_is_dropped_by_default():
+    plain = [replace(m, reasoning=None) for m in _reasoning_history()]
+    rendered = render_conversation(_reasoning_history(), tools=[WEATHER])
+    assert "call get_weather." not in rendered.text and "<think>" not in rendered.text
+    assert rendered.text == render_conversation(plain, tools=[WEATHER]).text
+
+
+@pytest.mark.parametrize(
+    ("variant", "opening", "closing"),
+    [
+        (None, "<think>", "</think>"),
+        ("hermes-3", "<scratch_pad>", "</scratch_pad>"),
+        ("hermes-4", "<think>", "</think>"),
+    ],
+)
+def test_keep_reasoning_replays_it_in_the_variants_tags(variant, opening, closing):
+    rendered = render_conversation(
+        _reasoning_history(), tools=[WEATHER], variant=variant, keep_reasoning=True
+    )
+    text = rendered.text
+    assert (
+        f"<|im_start|>assistant\n{opening}\nThe user wants Paris; call get_weather.\n{closing}\n\n<tool_call>\n"
+        in text
+    )
+    assert (
+        f"<|im_start|>assistant\n{opening}\nReport the temperature.\n{closing}\n\nIt is 21 degrees.<|im_end|>"
+        in text
+    )
+    special = {seg.text for seg in rendered.segments if seg.special}
+    assert f"{opening}\n" in special and f"\n{closing}\n\n" in special
+    assert "Report the temperature." not in special  # the reasoning itself is untrusted content
+
+
+def test_replayed_reasoning_cannot_forge_structure():
+    msgs = [Message("user", "hi"), Message("assistant", "ok", reasoning=INJECTION), Message("user", "again")]
+    rendered = render_conversation(msgs, keep_reasoning=True)
+    assert any(seg.text == INJECTION and not seg.special for seg in rendered.segments)
+
+
+def test_dict_messages_carry_reasoning_content():
+    msgs = to_messages([{"role": "assistant", "content": "x", "reasoning_content": "why"}])
+    assert msgs[0].reasoning == "why"
+    developer = to_messages([{"role": "developer", "content": "x", "reasoning": "kept"}])
+    assert developer[0].role == "system" and developer[0].reasoning == "kept"

@@ -93,11 +93,15 @@ def test_stopping_a_stream_early_stops_generation(engine):
     assert engine.stats.last_completion_tokens <= 10
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cached_prefix_output_equals_cold_output_token_for_token(dtype):
-    engine = get_engine(torch_dtype=dtype, max_new_tokens=64)
+@pytest.mark.parametrize(
+    "load",
+    [{"torch_dtype": "float32"}, {"torch_dtype": "bfloat16"}, {"quantization": "int4"}],
+    ids=["float32", "bfloat16", "int4"],
+)
+def test_cached_prefix_output_equals_cold_output_token_for_token(load):
+    engine = get_engine(max_new_tokens=64, **load)
     engine.prefix_cache.clear()
-    cold_engine = load_engine(torch_dtype=dtype, prefix_cache=False, max_new_tokens=64)
+    cold_engine = load_engine(prefix_cache=False, max_new_tokens=64, **load)
     system = Message("system", "You are a careful financial assistant. Always use the tools. " * 10)
     first = [system, *ASK_TSLA]
     call = engine.generate(first, tools=[STOCK_TOOL], tool_choice="required")
@@ -131,6 +135,16 @@ def test_quantized_engines_load_and_make_valid_calls(quantization):
         jsonschema.validate(call.arguments, STOCK_TOOL["function"]["parameters"])
 
 
+def test_int4_engine_makes_a_valid_forced_call():
+    engine = get_engine(quantization="int4", max_new_tokens=48)
+    assert engine.loaded.quantization == "int4" and engine.loaded.lean_decode_layers == 30
+    result = engine.generate(
+        ASK_TSLA, tools=[STOCK_TOOL], tool_choice="get_stock_fundamentals", parallel_tool_calls=False
+    )
+    assert [c.name for c in result.tool_calls] == ["get_stock_fundamentals"], result.raw_text
+    jsonschema.validate(result.tool_calls[0].arguments, STOCK_TOOL["function"]["parameters"])
+
+
 def test_direct_4bit_kernel_gives_the_same_tool_call_as_bitsandbytes_own_path():
     """The default NF4 engine (direct CPU kernel where the CPU has AVX512-BF16) equals bitsandbytes' path token for token."""
     from bitsandbytes.functional import has_avx512bf16
@@ -147,7 +161,11 @@ def test_direct_4bit_kernel_gives_the_same_tool_call_as_bitsandbytes_own_path():
         assert a.raw_text == b.raw_text and a.usage == b.usage
 
 
-@pytest.mark.parametrize("load", [{"quantization": "4bit"}, {"torch_dtype": "bfloat16"}], ids=["nf4", "bf16"])
+@pytest.mark.parametrize(
+    "load",
+    [{"quantization": "4bit"}, {"torch_dtype": "bfloat16"}, {"quantization": "int4"}],
+    ids=["nf4", "bf16", "int4"],
+)
 def test_exact_cpu_speedups_keep_the_tokens_of_the_plain_path(load):
     """Direct 4-bit kernel, prepacked bf16 linears and the lean Llama step change speed, not tokens."""
     fast = get_engine(max_new_tokens=48, **load)

@@ -447,3 +447,18 @@ def test_mutually_recursive_schemas_have_their_smallest_values(grammars) -> None
     completer = JsonCompleter.for_schema(schema)
     assert completer.smallest() == '{"a": 0, "b": {"x": 0}}'
     check_every_cut(grammars, schema, {"a": {"x": {"x": 5}}, "b": {"x": {"x": 1}}})
+
+
+@pytest.mark.parametrize(
+    ("schema", "prefix", "finish"),
+    [
+        # hypothesis found it: no integer fits, so the integer part must come from a bound (-1.01 -> -1.)
+        ({"type": "number", "minimum": -1.01, "exclusiveMaximum": -1.0}, "-", "1.01"),
+        ({"type": "number", "minimum": -1.01, "exclusiveMaximum": -1.0}, "", "-1.01"),
+        ({"type": "number", "minimum": 12.5, "maximum": 12.7}, "1", "2.5"),
+    ],
+)
+def test_a_number_with_no_integer_in_range_gets_its_integer_part_from_a_bound(schema, prefix, finish):
+    from hermes_core.format.json_completion import _number_suffix, build_schema_node
+
+    assert _number_suffix(prefix, build_schema_node(schema)) == finish

@@ -18,12 +18,13 @@ LOADS = {
     "fp32": {"torch_dtype": "float32"},
     "bf16": {"torch_dtype": "bfloat16"},
     "nf4-bf16": {"torch_dtype": "bfloat16", "quantization": "4bit"},
+    "int4": {"quantization": "int4"},
 }
 
 
 def _load(path, name: str, lean: bool):
     """The tiny model loaded as ``name``, its RMSNorm weights made non-trivial (random init leaves them 1)."""
-    if "quantization" in LOADS[name]:
+    if LOADS[name].get("quantization") == "4bit":
         pytest.importorskip("bitsandbytes")
     loaded = load_model(path, progress=False, lean_decode=lean, **LOADS[name])
     generator = torch.Generator().manual_seed(7)

@@ -355,7 +355,7 @@ def test_missing_embedded_wheel_names_install_command(monkeypatch):
 
 
 def test_unknown_options_list_valid_ones(tiny_model_dir):
-    with pytest.raises(UnsupportedOptionError, match="'4bit', '8bit', None, 'auto'"):
+    with pytest.raises(UnsupportedOptionError, match="'4bit', '8bit', 'int4', None, 'auto'"):
         load_model(tiny_model_dir, quantization="3bit")
     with pytest.raises(UnsupportedOptionError, match="'bfloat16'"):
         load_model(tiny_model_dir, torch_dtype="int4")
@@ -468,14 +468,14 @@ def test_quantized_gguf_loads_from_converted_cache(tiny_gguf, cache_env):
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_cpu_defaults_follow_native_bf16(tiny_model_dir, monkeypatch, native_bf16):
-    """No dtype: bf16 where the CPU has it, else fp32; "auto": NF4 with the rest in bf16, else plain."""
+    """No dtype: bf16 where the CPU has it, else fp32; "auto": int4 with the rest in bf16, else plain."""
     monkeypatch.setattr(_quantization, "cuda_available", lambda: False)
     monkeypatch.setattr(_quantization, "cpu_has_native_bf16", lambda: native_bf16)
     plain = load_model(tiny_model_dir, progress=False)
     assert plain.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     auto = load_model(tiny_model_dir, quantization="auto", progress=False)
-    assert auto.quantization == ("4bit" if native_bf16 else None)
-    assert ("Linear4bit" in _module_types(auto.model)) == native_bf16
+    assert auto.quantization == ("int4" if native_bf16 else None)
+    assert ("Int4Linear" in _module_types(auto.model)) == native_bf16
     assert auto.model.lm_head.weight.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     assert len(_greedy(auto)) == 4
     explicit = load_model(tiny_model_dir, quantization="auto", torch_dtype="float32", progress=False)

@@ -1,4 +1,4 @@
-"""Whole-text parsing: the reference cases from parser_cases.jsonl and one test per policy rule."""
+"""Whole-text parsing: the project's cases (tests/core/data/parser_cases.jsonl) and one test per policy rule."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import pytest
 from hermes_core import parse_tool_calls
 from hermes_core.types import ParsedResponse
 
-CASES_PATH = Path(__file__).parents[3] / "shared" / "reference" / "parser_cases.jsonl"
+CASES_PATH = Path(__file__).parent / "data" / "parser_cases.jsonl"
 
 
 def load_cases() -> list[dict[str, Any]]:
-    """The reference cases; a missing file is an error, never a skip."""
-    assert CASES_PATH.is_file(), (
-        f"reference cases not found at {CASES_PATH} (shared/ must sit beside the repo)"
-    )
+    """The policy cases (see docs/parser-policy.md); a missing file is an error, never a skip."""
+    assert CASES_PATH.is_file(), f"parser cases not found at {CASES_PATH}"
     with CASES_PATH.open(encoding="utf-8") as handle:
         cases = [json.loads(line) for line in handle if line.strip()]
     assert cases, f"{CASES_PATH} holds no cases"
@@ -39,7 +37,7 @@ def calls_of(result: ParsedResponse) -> list[tuple[str, dict[str, Any]]]:
 def summary(result: ParsedResponse) -> tuple[Any, ...]:
     """Everything but the random ids: what the whole-text and streamed parses must agree on."""
     invalid = [(bad.raw, bad.error, bad.name) for bad in result.invalid_tool_calls]
-    return calls_of(result), invalid, result.content
+    return calls_of(result), invalid, result.content, result.reasoning
 
 
 def check_case(case: dict[str, Any], result: ParsedResponse) -> None:
@@ -53,13 +51,18 @@ def check_case(case: dict[str, Any], result: ParsedResponse) -> None:
         assert bad.error.strip()
     if case["expect_text"] is not None:
         assert collapse(result.content) == collapse(case["expect_text"])
+    reasoning = case.get("expect_reasoning")  # absent or null: the reply opens with no reasoning block
+    if reasoning is None:
+        assert result.reasoning is None
+    else:
+        assert result.reasoning is not None and collapse(result.reasoning) == collapse(reasoning)
     ids = [call.id for call in result.tool_calls] + [bad.id for bad in result.invalid_tool_calls]
     assert len(set(ids)) == len(ids)
     assert all(call_id.startswith("call_") and len(call_id) > 10 for call_id in ids)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_reference_case(case: dict[str, Any]) -> None:
+def test_policy_case(case: dict[str, Any]) -> None:
     check_case(case, parse_tool_calls(case["raw"]))
 
 
@@ -455,3 +458,92 @@ def test_ids_are_unique_across_calls_and_parses() -> None:
     ids = [c.id for c in first.tool_calls + second.tool_calls]
     ids += [b.id for b in first.invalid_tool_calls + second.invalid_tool_calls]
     assert len(ids) == 102 and len(set(ids)) == 102
+
+
+# --- values JSON cannot carry (issue 12 item 4) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "f", "arguments": {"x": 1e999}}',  # strict JSON
+        '{"name": "f", "arguments": {"x": -1E400}}',
+        '{"name": "f", "arguments": {"x": 1' + "0" * 400 + ".5}}",  # a long mantissa overflows too
+        '{"name": "f", "arguments": {"x": [1e999],}}',  # JSON minus trailing commas
+        "{'name': 'f', 'arguments': {'x': 1e999}}",  # Python literal, decoded through JSON
+        "{'name': 'f', 'arguments': {'x': -1e999, 's': 'a\\n'}}",  # Python literal via ast.literal_eval
+        "{'name': 'f', 'arguments': {'x': float('inf')}}",
+        "{'name': 'f', 'arguments': {'x': float('nan')}}",
+        '{"name": "f", "arguments": {"x": NaN}}',
+        '{"name": "f", "arguments": {"x": -Infinity}}',
+        '{"name": "f", "arguments": "{\\"x\\": 1e999}"}',  # arguments as a JSON string
+        '[{"name": "f", "arguments": {"x": 1e999}}]',  # an element of a list
+    ],
+)
+@pytest.mark.parametrize("closing", ["</tool_call>", "", "\n</tool_call> after"])
+def test_non_finite_numbers_make_the_call_invalid(body: str, closing: str) -> None:
+    result = parse_tool_calls(f"<tool_call>{body}{closing}")
+    assert result.tool_calls == []
+    assert len(result.invalid_tool_calls) == 1
+    assert result.invalid_tool_calls[0].error
+
+
+def test_non_finite_number_in_the_repaired_object_is_invalid() -> None:
+    result = parse_tool_calls('<tool_call>{"name": "f", "arguments": {"x": 1e999}\n</tool_call>')
+    assert result.tool_calls == [] and len(result.invalid_tool_calls) == 1
+
+
+def test_the_error_names_the_overflowing_number() -> None:
+    bad = parse_tool_calls('<tool_call>{"name": "f", "arguments": {"x": true, "y": 1e999}}</tool_call>')
+    assert "1e999" in bad.invalid_tool_calls[0].error and "finite" in bad.invalid_tool_calls[0].error
+    assert bad.invalid_tool_calls[0].name == "f"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "f", "arguments": {"s": "\\ud800"}}',
+        '{"name": "f", "arguments": {"s": "\\udc00 after"}}',  # a low half alone
+        '{"name": "f", "arguments": {"s": "\\ud83d then text"}}',  # a high half not followed by a low one
+        '{"name": "f", "arguments": {"\\ud800": 1}}',  # in a key
+        '{"name": "f\\ud800", "arguments": {}}',  # in the name
+        "{'name': 'f', 'arguments': {'s': '\\ud800'}}",  # Python literal
+        "{'name': 'f', 'arguments': {'s': '\\U0000dfff'}}",
+        '{"name": "f", "arguments": "{\\"s\\": \\"\\\\ud800\\"}"}',  # inside string arguments
+        '{"name": "f", "arguments": {"s": "raw \ud800 character"}}',  # a raw surrogate in the text
+        '[{"name": "f", "arguments": {"s": ["\\ud800"]}}]',
+    ],
+)
+def test_lone_surrogates_make_the_call_invalid(body: str) -> None:
+    result = parse_tool_calls(f"<tool_call>{body}</tool_call>")
+    assert result.tool_calls == []
+    assert len(result.invalid_tool_calls) == 1
+    assert "surrogate" in result.invalid_tool_calls[0].error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "f", "arguments": {"s": "\\ud83d\\ude00!"}}',
+        "{'name': 'f', 'arguments': {'s': '\\ud83d\\ude00!'}}",
+        '{"name": "f", "arguments": "{\\"s\\": \\"\\\\ud83d\\\\ude00!\\"}"}',
+        '{"name": "f", "arguments": {"s": "\U0001f600!"}}',
+    ],
+)
+def test_surrogate_pairs_become_one_character_on_every_path(body: str) -> None:
+    result = parse_tool_calls(f"<tool_call>{body}</tool_call>")
+    assert calls_of(result) == [("f", {"s": "\U0001f600!"})]
+
+
+def test_valid_calls_always_serialise_as_strict_utf8_json() -> None:
+    raw = "".join(
+        f"<tool_call>{body}</tool_call>"
+        for body in (
+            '{"name": "a", "arguments": {"x": 1e308, "y": -0.0, "z": 1e-999}}',
+            "{'name': 'b', 'arguments': {'s': '\\u00e9\\U0001F600'}}",
+        )
+    )
+    result = parse_tool_calls(raw)
+    assert [call.name for call in result.tool_calls] == ["a", "b"]
+    for call in result.tool_calls:
+        json.dumps(call.arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")

@@ -60,9 +60,15 @@ def check_events(result: ParsedResponse, events: list[StreamEvent], raw: str | N
     """
     text = "".join(event.text for event in events if event.type == "text")
     assert text == result.content  # so no text event carries any part of a call block
+    thinking = [event for event in events if event.type == "reasoning"]
+    assert "".join(event.text for event in thinking) == (result.reasoning or "")
+    assert all(event.text for event in thinking)
+    assert [event.type for event in events[: len(thinking)]] == ["reasoning"] * len(thinking)
+    for call in result.tool_calls:  # what the policy refuses (inf, NaN, lone surrogates) never gets here
+        json.dumps(call.arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")
     assert all(event.text for event in events if event.type == "text")
     if "<tool_call" not in result.content:
-        assert not any("<tool_call" in event.text for event in events)
+        assert not any("<tool_call" in event.text for event in events if event.type == "text")
     finished = [event for event in events if event.type in ("tool_call", "invalid_tool_call")]
     assert [event.index for event in finished] == list(range(len(finished)))
     ids = [event.tool_call.id if event.tool_call else event.invalid_tool_call.id for event in finished]
@@ -98,7 +104,7 @@ def chunkings(raw: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_reference_case_streamed_every_way(case: dict[str, Any]) -> None:
+def test_policy_case_streamed_every_way(case: dict[str, Any]) -> None:
     whole = parse_tool_calls(case["raw"])
     for way, chunks in chunkings(case["raw"]).items():
         assert "".join(chunks) == case["raw"]
@@ -233,6 +239,9 @@ def test_result_before_close_is_partial_then_complete() -> None:
         "text" + " " * 3000 + "end",
         '<tool_call>{"name": "f", "arguments": {"a": 1,' + " " * 3000 + "}}</tool_call>",
         "<tool_call>" + "<tool_call> " * 500 + '{"name": "f"}',
+        " \n" * 3000 + "<think>a</think>b",
+        "<think>" + "</thin " * 500 + "</think>" + " " * 3000 + "b",
+        "<scratch_pad>" + "x" * 3000,
     ],
 )
 def test_only_a_short_tail_is_kept_between_deltas(raw: str) -> None:
@@ -242,5 +251,71 @@ def test_only_a_short_tail_is_kept_between_deltas(raw: str) -> None:
         parser.feed(ch)
         assert len(parser._splitter.pending) < len("</tool_call>")
         assert len(parser._hold) < len("<|end_of_text|>")
+        assert len(parser._reasoning.partial) < len("</scratch_pad>")
     parser.close()
     assert summary(parser.result()) == summary(parse_tool_calls(raw))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["<tool_call>", "```", "json", "\n", "No", " tool", " needed", "."],
+        list("<tool_call>```j o"),
+        ["<tool_call>```js", "on", " \n", '{"name": "f"}', "\n```", "</tool_call>"],
+        ["<tool_call>```", " ", "json", "\n", '{"name": "f"}</tool_call>'],
+    ],
+)
+def test_a_delta_ending_inside_a_fence_label_resumes_where_whole_text_would(chunks: list[str]) -> None:
+    """Issue 12 item 2: the word after a fence label was taken for the label when a delta ended after it."""
+    result, events = stream(chunks)
+    assert summary(result) == summary(parse_tool_calls("".join(chunks)))
+    check_events(result, events)
+
+
+# --- the reasoning block ---------------------------------------------------------------------------
+
+
+def test_reasoning_streams_first_then_the_reply() -> None:
+    parser = ToolCallStreamParser()
+    events = []
+    for delta in [
+        "  <thi",
+        "nk>\nPlan: call ",
+        "f",
+        " with x=1.\n</thi",
+        "nk>\n",
+        '<tool_call>{"name": "f"}',
+        "</tool_call>",
+    ]:
+        events += parser.feed(delta)
+    events += parser.close()
+    kinds = [event.type for event in events]
+    assert kinds[:3] == ["reasoning", "reasoning", "reasoning"]
+    assert "".join(e.text for e in events if e.type == "reasoning") == "Plan: call f with x=1."
+    assert parser.result().reasoning == "Plan: call f with x=1."
+    assert [call.name for call in parser.result().tool_calls] == ["f"]
+    assert parser.result().content == ""
+
+
+def test_reasoning_is_released_as_it_grows() -> None:
+    parser = ToolCallStreamParser()
+    assert parser.feed("<think>") == []
+    assert [(e.type, e.text) for e in parser.feed("First idea")] == [("reasoning", "First idea")]
+    assert [(e.type, e.text) for e in parser.feed(", second  ")] == [("reasoning", ", second")]
+    assert parser.feed("</th") == []  # may be the closing tag
+    assert [(e.type, e.text) for e in parser.feed("ink>Hello")] == [("text", "Hello")]
+    parser.close()
+    assert parser.result().reasoning == "First idea, second"
+
+
+def test_a_reply_cut_off_inside_the_reasoning_is_all_reasoning() -> None:
+    result, events = stream(token_like('<think>I will call <tool_call>{"name": "f"'))
+    assert result.reasoning == 'I will call <tool_call>{"name": "f"'
+    assert result.content == "" and result.tool_calls == [] and result.invalid_tool_calls == []
+    check_events(result, events)
+
+
+def test_no_reasoning_block_means_reasoning_is_none() -> None:
+    for raw in ["Hello", "", "   ", "<thinking>x", "x<think>y</think>"]:
+        result, _ = stream(one_char(raw))
+        assert result.reasoning is None and parse_tool_calls(raw).reasoning is None

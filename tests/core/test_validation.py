@@ -152,3 +152,47 @@ def test_validators_are_cached_per_schema():
     info = _validator.cache_info()
     assert info.misses == 1
     assert info.hits == 1
+
+
+def test_arguments_json_cannot_carry_are_invalid():
+    """A hand-built call with inf/NaN or a lone surrogate would pass the schema and break json.dumps later."""
+    free = {"name": "free", "parameters": {"type": "object"}}
+    for value, fragment in (
+        (float("inf"), "not finite"),
+        (float("nan"), "not finite"),
+        ({"deep": [float("-inf")]}, "not finite"),
+        ("bad \ud800 text", "surrogate"),
+    ):
+        result = validate_tool_calls(ParsedResponse("", [ToolCall("free", {"v": value}, id="x")]), [free])
+        assert result.tool_calls == []
+        bad = result.invalid_tool_calls[0]
+        assert fragment in bad.error and bad.id == "x" and bad.name == "free"
+        json.loads(bad.raw)  # the raw text itself is still JSON the model can be shown
+
+
+def test_a_parsed_overflowing_number_never_reaches_validation_as_a_call():
+    from hermes_core import parse_tool_calls
+
+    schema = {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}
+    parsed = parse_tool_calls('<tool_call>{"name": "f", "arguments": {"x": 1e999}}</tool_call>')
+    result = validate_tool_calls(parsed, [schema])
+    assert result.tool_calls == [] and len(result.invalid_tool_calls) == 1
+    assert "finite" in result.invalid_tool_calls[0].error
+
+
+def test_non_finite_number_is_reported_before_schema_errors():
+    schema = {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}
+    for value in (float("inf"), float("nan")):
+        result = validate_tool_calls(ParsedResponse("", [ToolCall("f", {"x": value}, id="i")]), [schema])
+        assert result.tool_calls == []
+        assert result.invalid_tool_calls[0].error == (
+            "Arguments of tool 'f' hold a number that is not finite (NaN or infinity), which JSON cannot represent."
+        )
+        assert result.invalid_tool_calls[0].id == "i"
+
+
+def test_validation_keeps_the_reasoning():
+    parsed = ParsedResponse("text", [ToolCall("nope", {}, id="n")], reasoning="I should call nope.")
+    result = validate_tool_calls(parsed, TOOLS)
+    assert result.reasoning == "I should call nope." and result.content == "text"
+    assert [bad.id for bad in result.invalid_tool_calls] == ["n"]

@@ -175,3 +175,19 @@ def test_v1_blocks_of_text_and_calls_never_merge_into_each_other():
         ("text", "\nDone.", None),
     ]
     assert [c["args"]["city"] for c in total.tool_calls] == ["Paris", "Oslo"]
+
+
+def test_reasoning_adds_up_to_the_reasoning_content_invoke_reports():
+    events = _crafted_events(
+        '<think>\nPlan: call get_weather.\n</think>\nSure.\n<tool_call>{"name": "get_weather"}', 2
+    )
+    whole = to_ai_message(events[-1].result)
+    streamed = _aggregate(events)
+    _same_message(streamed, whole)
+    assert (
+        streamed.additional_kwargs
+        == whole.additional_kwargs
+        == {"reasoning_content": "Plan: call get_weather."}
+    )
+    assert whole.content == "Sure." and [c["name"] for c in whole.tool_calls] == ["get_weather"]
+    assert [b["type"] for b in whole.content_blocks] == ["reasoning", "text", "tool_call"]

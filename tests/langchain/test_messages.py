@@ -149,3 +149,18 @@ def test_converted_tool_round_trip_renders_as_hermes_turns():
     text = render_conversation(to_core_messages(history)).text
     assert '<tool_call>\n{"name": "my_adder_tool", "arguments": {"a": 1, "b": 2}}\n</tool_call>' in text
     assert '<tool_response>\n{"name": "my_adder_tool", "content": {"result": 3}}\n</tool_response>' in text
+
+
+def test_ai_message_reasoning_is_kept_on_the_core_message_not_in_its_text():
+    """From additional_kwargs (how ChatHermes reports it) or a v1 reasoning block; the prompt drops it."""
+    v0 = AIMessage("The sum is 3.", additional_kwargs={"reasoning_content": "1 + 2"})
+    v1 = AIMessage(
+        [{"type": "reasoning", "reasoning": "add them"}, {"type": "text", "text": "Let me add."}],
+        response_metadata={"output_version": "v1"},
+    )
+    first, second, plain = to_core_messages([v0, v1, AIMessage("no reasoning")])
+    assert (first.content, first.reasoning) == ("The sum is 3.", "1 + 2")
+    assert (second.content, second.reasoning) == ("Let me add.", "add them")
+    assert plain.reasoning is None
+    prompt = render_conversation([Message("user", "1 + 2?"), first]).text
+    assert "1 + 2?" in prompt and "The sum is 3." in prompt and "<think>" not in prompt

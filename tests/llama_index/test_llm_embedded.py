@@ -14,6 +14,7 @@ from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayloa
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 
+from hermes_core.format.tool_specs import to_json_schema
 from llama_index_hermes import HermesLLM
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,9 @@ def test_structured_predict_uses_json_mode(smol_llm) -> None:
     assert isinstance(city, City) and city.name and city.country
     [(start, _end)] = handler.get_event_pairs(CBEventType.LLM)
     sent = start.payload[EventPayload.ADDITIONAL_KWARGS]
-    assert sent == {"response_format": City.model_json_schema()}  # JSON mode, no forced tool
+    assert sent == {
+        "response_format": to_json_schema(City)
+    }  # JSON mode with the core's schema, no forced tool
 
 
 async def test_astructured_predict(smol_llm) -> None:

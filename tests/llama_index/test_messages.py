@@ -168,3 +168,18 @@ def test_response_round_trips_into_the_next_prompt() -> None:
     rendered = render_conversation([Message(role="user", content="go"), *core]).text
     assert '<tool_call>\n{"name": "f", "arguments": {"q": "x"}}\n</tool_call>' in rendered
     assert '<tool_response>\n{"name": "f", "content": "42"}\n</tool_response>' in rendered
+
+
+def test_reasoning_becomes_a_thinking_block_first_and_back() -> None:
+    parsed = ParsedResponse(content="Done.", tool_calls=[ToolCall("f", {}, id="c")], reasoning="Plan it.")
+    response = chat_response(GenerationResult(parsed, "tool_calls", Usage(1, 2), model_name="m"))
+    blocks = response.message.blocks
+    assert isinstance(blocks[0], ThinkingBlock) and blocks[0].content == "Plan it."
+    assert response.message.content == "Done."  # reasoning is never content
+    assert response.raw["reasoning"] == "Plan it."
+    back = to_core_messages([response.message])[0]
+    assert (back.content, back.reasoning, [c.id for c in back.tool_calls]) == ("Done.", "Plan it.", ["c"])
+    for empty in (None, ""):  # no block, or an empty one: no ThinkingBlock
+        parsed = ParsedResponse(content="Hi.", reasoning=empty)
+        message = chat_response(GenerationResult(parsed, "stop", Usage(1, 2))).message
+        assert not any(isinstance(block, ThinkingBlock) for block in message.blocks)

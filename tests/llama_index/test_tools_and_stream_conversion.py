@@ -159,3 +159,25 @@ def test_final_chunk_delta_completes_the_text_when_the_result_extends_it() -> No
     builder.feed(StreamEvent("text", text="Hel"))
     final = builder.feed(StreamEvent("end", result=_result("Hello", [])))
     assert final is not None and final.delta == "lo" and final.message.content == "Hello"
+
+
+def test_reasoning_streams_as_thinking_deltas_into_a_thinking_block() -> None:
+    from llama_index.core.base.llms.types import ThinkingBlock
+
+    from hermes_core import ToolCallStreamParser
+
+    parser = ToolCallStreamParser()
+    events = [e for piece in ("<think>Plan", ": add.</th", "ink>Sure.") for e in parser.feed(piece)]
+    events += parser.close()
+    result = GenerationResult(parser.result(), "stop", Usage(1, 2))
+    events.append(StreamEvent("end", result=result))
+    builder = ChunkBuilder()
+    chunks = [c for c in (builder.feed(e) for e in events) if c is not None]
+    thinking = [c.additional_kwargs.get("thinking_delta", "") for c in chunks]
+    assert "".join(thinking) == "Plan: add." == result.reasoning
+    assert all(c.delta == "" for c in chunks if c.additional_kwargs.get("thinking_delta"))
+    assert "".join(c.delta or "" for c in chunks) == "Sure."
+    for chunk in chunks:
+        first = chunk.message.blocks[0]
+        assert isinstance(first, ThinkingBlock) and result.reasoning.startswith(first.content)
+    assert chunks[-1].message.blocks[0].content == "Plan: add."

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
+from hermes_core.engines.local.shared_prefix import cascade_attention, piece_attention
 
 
 class DecodeStep(Protocol):
@@ -25,7 +26,9 @@ class DecodeStep(Protocol):
 
     batched: bool
 
-    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any: ...
+    def __call__(
+        self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None
+    ) -> Any: ...
 
 
 def decode_step_for(model: Any, cache_argument: str) -> DecodeStep:
@@ -38,14 +41,19 @@ class RowByRowStep:
     """Each row through ``model.forward`` on its own cache: any architecture, no speed-up."""
 
     batched = False
+    shares_prefixes = False
 
     def __init__(self, model: Any, cache_argument: str) -> None:
         self.model = model
         self.cache_argument = cache_argument
 
-    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any:
+    def __call__(
+        self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None
+    ) -> Any:
         import torch
 
+        if prefixes is not None and any(prefix is not None for prefix in prefixes):
+            raise ValueError("RowByRowStep takes whole caches, not shared prefixes.")
         logits = []
         for token, cache in zip(tokens, caches, strict=True):
             logits.append(single_row_logits(self.model, self.cache_argument, [token], cache))
@@ -80,6 +88,7 @@ class LlamaBatchStep:
     """
 
     batched = True
+    shares_prefixes = True  # rows may hold a ``SharedPrefix`` plus their own suffix
 
     def __init__(self, model: Any, layers: list[LeanDecodeLayer]) -> None:
         self.model = model
@@ -106,31 +115,76 @@ class LlamaBatchStep:
         rotary = RotaryTables()
         return cls(model, [LeanDecodeLayer(layer, llama, rotary) for layer in layers])
 
-    def __call__(self, tokens: Sequence[int], caches: Sequence[Any]) -> Any:
+    def __call__(
+        self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None
+    ) -> Any:
+        """Logits after feeding each row its token; a row with a ``SharedPrefix`` has only its suffix in its cache."""
         import torch
 
         device = self.model.device
+        prefixes = list(prefixes) if prefixes is not None else [None] * len(caches)
         input_ids = torch.tensor([[token] for token in tokens], dtype=torch.long, device=device)
         positions = torch.tensor(
-            [[cache.get_seq_length()] for cache in caches], dtype=torch.long, device=device
+            [
+                [cache.get_seq_length() + (prefix.length if prefix is not None else 0)]
+                for cache, prefix in zip(caches, prefixes, strict=True)
+            ],
+            dtype=torch.long,
+            device=device,
         )
+        groups: dict[int, list[int]] = {}  # rows by the prefix they share
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None:
+                groups.setdefault(id(prefix), []).append(row)
         hidden = self.inner.embed_tokens(input_ids)
         position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
-        for lean in self.layers:
-            hidden = self._layer(lean, hidden, position_embeddings, positions, caches)
+        for index, lean in enumerate(self.layers):
+            hidden = self._layer(
+                lean, hidden, position_embeddings, positions, caches, prefixes, groups, index
+            )
         hidden = self.inner.norm(hidden)
         logits = self.model.lm_head(hidden[:, -1:, :])
         return logits[:, -1].to(copy=True, dtype=torch.float32)
 
-    def _layer(
+    def mixed(self, pieces: Sequence[Sequence[int]], caches: Sequence[Any], prefixes: Sequence[Any]) -> Any:
+        """Like ``__call__``, but a row may feed several tokens (the last prefill piece of a joining request).
+
+        All rows' tokens go through the projections and the MLP as one sequence ``(1, tokens, hidden)``,
+        so a joining request's piece is prefilled with the weights the decode step reads anyway. Each
+        row attends causally over its own cache (and its shared prefix); returns float32 logits of
+        each row's last token ``(rows, vocab)``.
+        """
+        import torch
+
+        device = self.model.device
+        ids = [token for piece in pieces for token in piece]
+        offsets, position_list = [], []
+        for piece, cache, prefix in zip(pieces, caches, prefixes, strict=True):
+            start = cache.get_seq_length() + (prefix.length if prefix is not None else 0)
+            offsets.append(len(position_list))
+            position_list.extend(range(start, start + len(piece)))
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        positions = torch.tensor([position_list], dtype=torch.long, device=device)
+        hidden = self.inner.embed_tokens(input_ids)
+        position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
+        spans = [(offset, len(piece)) for offset, piece in zip(offsets, pieces, strict=True)]
+        for index, lean in enumerate(self.layers):
+            hidden = self._mixed_layer(lean, hidden, position_embeddings, caches, prefixes, spans, index)
+        last = torch.tensor([offset + length - 1 for offset, length in spans], device=device)
+        hidden = self.inner.norm(hidden[0, last].unsqueeze(1))
+        return self.model.lm_head(hidden)[:, -1].to(copy=True, dtype=torch.float32)
+
+    def _mixed_layer(
         self,
         lean: LeanDecodeLayer,
         hidden: Any,
         position_embeddings: Any,
-        positions: Any,
         caches: Sequence[Any],
+        prefixes: Sequence[Any],
+        spans: Sequence[tuple[int, int]],
+        index: int,
     ) -> Any:
-        """``LeanDecodeLayer.forward`` over all rows, with the cache append and attention per row."""
+        """One decoder layer over the rows' tokens laid end to end (see ``mixed``)."""
         import torch
 
         layer = lean.layer
@@ -139,12 +193,69 @@ class LlamaBatchStep:
         hidden = _rms_norm(layer.input_layernorm, hidden)
         query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
         outputs = []
+        for (offset, length), cache, prefix in zip(spans, caches, prefixes, strict=True):
+            part = slice(offset, offset + length)
+            row_key, row_value = cache.update(
+                key[:, :, part], value[:, :, part], attention.layer_idx, kwargs={"use_cache": True}
+            )
+            outputs.append(
+                piece_attention(query[:, :, part], row_key, row_value, prefix, index, attention.scaling)
+            )
+        output = torch.cat(outputs, dim=1).reshape(*residual.shape[:-1], -1).contiguous()
+        hidden = residual + attention.o_proj.forward(output)
+        residual = hidden
+        hidden = _rms_norm(layer.post_attention_layernorm, hidden)
+        group = lean.gate_up_group
+        if group is not None and group.direct:
+            gate, up = group.run_all(hidden)
+        else:
+            gate, up = mlp.gate_proj.forward(hidden), mlp.up_proj.forward(hidden)
+        hidden = mlp.down_proj.forward(mlp.act_fn(gate) * up)
+        return residual + hidden
+
+    def _layer(
+        self,
+        lean: LeanDecodeLayer,
+        hidden: Any,
+        position_embeddings: Any,
+        positions: Any,
+        caches: Sequence[Any],
+        prefixes: Sequence[Any],
+        groups: dict[int, list[int]],
+        index: int,
+    ) -> Any:
+        """``LeanDecodeLayer.forward`` over all rows, with the cache append and attention per row.
+
+        Rows sharing a prefix attend together (``cascade_attention``); the others alone, as a lone request.
+        """
+        import torch
+
+        layer = lean.layer
+        attention, mlp = layer.self_attn, layer.mlp
+        residual = hidden
+        hidden = _rms_norm(layer.input_layernorm, hidden)
+        query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
+        outputs: list[Any] = [None] * len(caches)
+        own: list[tuple[Any, Any]] = []
         for row, cache in enumerate(caches):
             passed = {"position_ids": positions[row : row + 1], "use_cache": True}
             row_key, row_value = cache.update(
                 key[row : row + 1], value[row : row + 1], attention.layer_idx, kwargs=passed
             )
-            outputs.append(lean._attend(attention, query[row : row + 1], row_key, row_value, passed))
+            own.append((row_key, row_value))
+            if prefixes[row] is None:
+                outputs[row] = lean._attend(attention, query[row : row + 1], row_key, row_value, passed)
+        for rows in groups.values():
+            prefix = prefixes[rows[0]]
+            shared = cascade_attention(
+                query[rows] if len(rows) < len(caches) else query,
+                prefix.keys[index],
+                prefix.values[index],
+                [own[row] for row in rows],
+                attention.scaling,
+            )
+            for position, row in enumerate(rows):
+                outputs[row] = shared[position : position + 1]
         output = torch.cat(outputs).reshape(*residual.shape[:-1], -1).contiguous()
         hidden = residual + attention.o_proj.forward(output)
         residual = hidden

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,22 @@ from hermes_core.engines.local.prefix_cache import PrefixCache
 from hermes_core.engines.local.scheduler import Scheduler, Submission, copy_prefix
 
 DEFAULT_MAX_BATCH_SIZE = 8
+# Prefill pieces at most this long: a request joining a running batch prefills one piece between
+# two decode steps, so the batch waits for one piece, not a whole prompt.
+DEFAULT_PREFILL_CHUNK_TOKENS = 512
+
+
+def piece_ends(done: int, starts: list[int], total: int, piece_tokens: int | None) -> list[int]:
+    """Where the prefill pieces after position ``done`` end: turn chunks (``starts``) cut every ``piece_tokens``."""
+    bounds = [0, *starts, total]
+    ends: list[int] = []
+    for begin, end in itertools.pairwise(bounds):
+        if end <= done:
+            continue
+        step = piece_tokens or end - begin
+        ends.extend(cut for cut in range(begin + step, end, step) if cut > done)
+        ends.append(end)
+    return ends
 
 
 @functools.cache
@@ -67,6 +84,7 @@ class EngineStats:
     last_reused_prefix_tokens: int = 0
     decode_steps: int = 0
     peak_batch: int = 0
+    shared_prefix_rows: int = 0  # requests that decoded over a SharedPrefix instead of their own copy
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,8 +92,12 @@ class LocalEngine(Engine):
     """Generates with transformers on a model loaded in this process (``load_model``'s ``LoadedModel``).
 
     ``max_batch_size`` requests decode together; ``kv_budget_tokens`` bounds the sum of their
-    prompts and generation budgets (default: ``max_batch_size`` full context windows). Requests
-    beyond either wait, first come first served.
+    prompts and generation budgets (default: ``max_batch_size`` full context windows), a shared
+    prompt prefix counted once. Requests beyond either wait, first come first served.
+    ``prefill_chunk_tokens``: a request joining a running batch prefills at most this many prompt
+    tokens between two decode steps (None: whole turn chunks); with ``fuse_prefill`` its last piece
+    goes through the decode step with the running rows. ``share_prefixes``: requests decoding together over the same cached prompt chunks hold their KV
+    once and attend over it together (``shared_prefix.py``; stock Llama models, prefix cache on).
     """
 
     def __init__(
@@ -86,6 +108,9 @@ class LocalEngine(Engine):
         prefix_cache_size: int = 4,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         kv_budget_tokens: int | None = None,
+        share_prefixes: bool = True,
+        prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
+        fuse_prefill: bool = True,
     ) -> None:
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}.")
@@ -94,6 +119,15 @@ class LocalEngine(Engine):
                 f"kv_budget_tokens must be a positive integer (or None for max_batch_size context windows), "
                 f"got {kv_budget_tokens!r}."
             )
+        if prefill_chunk_tokens is not None and (
+            not isinstance(prefill_chunk_tokens, int) or prefill_chunk_tokens < 1
+        ):
+            raise ValueError(
+                f"prefill_chunk_tokens must be a positive integer (or None for whole turn chunks), "
+                f"got {prefill_chunk_tokens!r}."
+            )
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.fuse_prefill = fuse_prefill
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -107,7 +141,9 @@ class LocalEngine(Engine):
         self._grammar_cache: Any = None
         self._grammar_lock = threading.Lock()
         budget = kv_budget_tokens if kv_budget_tokens is not None else max_batch_size * self.context_window
-        self.scheduler = Scheduler(self, max_batch_size=max_batch_size, kv_budget_tokens=budget)
+        self.scheduler = Scheduler(
+            self, max_batch_size=max_batch_size, kv_budget_tokens=budget, share_prefixes=share_prefixes
+        )
 
     def grammars(self) -> Any:
         """The ``GrammarCache`` for this tokenizer and vocabulary, built on first use."""
@@ -158,24 +194,76 @@ class LocalEngine(Engine):
 
     # -- called by the scheduler, under the model lock ---------------------------------------------
 
-    def _prefill_prompt(self, request: GenerationRequest) -> tuple[Any, int, Any]:
-        """Prefill the whole prompt: its cache, tokens reused from the prefix cache, and last-token logits.
+    def _prefill_prompt(self, request: GenerationRequest) -> tuple[Any, int, Any, Any]:
+        """Prefill the whole prompt at once: ``_prefill_pieces`` run to its end."""
+        pieces = self._prefill_pieces(request)
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as finished:
+                return finished.value[:4]
 
-        The logits are None when the request was cancelled between chunks (what was computed, ending
-        at a chunk start, is kept in the prefix cache).
+    def _prefill_pieces(
+        self, request: GenerationRequest, fuse_last: Callable[[], bool] | None = None
+    ) -> Generator[None, None, tuple[Any, int, Any, Any, list[int]]]:
+        """Prefill the prompt piece by piece, pausing (``yield``) after each piece but the last.
+
+        Returns its cache, the tokens reused, the last token's logits, the shared prefix, and the
+        ids of a last piece left to the caller: where ``fuse_last()`` says so when the last piece comes,
+        it is not run here (logits None) but fed with the next decode step (``LlamaBatchStep.mixed``). The
+        logits are None when the request was cancelled between pieces (what was computed is kept in
+        the prefix cache). With a ``SharedPrefix`` the returned cache holds only the positions after it.
+        Pieces are the prompt's turn chunks, each cut into pieces of at most ``prefill_chunk_tokens``
+        from its start, the same cut whether the request is alone, joins a batch or reuses the prefix
+        cache, so the KV of every chunk start is computed alike (see ``prefix_cache``).
         """
         prompt_ids, starts, cancel = request.prompt_ids, request.chunk_starts, request.cancel
-        cache, reused = self._prefill(prompt_ids, starts, cancel)
-        if cancel.is_set():
-            if self.prefix_cache is not None and cache.get_seq_length():
-                self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
-            return cache, reused, None
-        done = cache.get_seq_length()
+        cache, reused, prefix = self._prefill_start(prompt_ids, starts)
+        done = reused
+        for end in piece_ends(done, starts, len(prompt_ids), self.prefill_chunk_tokens):
+            if cancel.is_set():
+                if self.prefix_cache is not None and cache.get_seq_length():
+                    self.prefix_cache.put(prompt_ids, cache, cache.get_seq_length())
+                return cache, reused, None, None, []
+            if end == len(prompt_ids) and fuse_last is not None and fuse_last():
+                if prefix is not None:
+                    from hermes_core.engines.local.kv_cache import new_kv_cache
+                    from hermes_core.engines.local.shared_prefix import suffix_cache
+
+                    untouched = cache.get_seq_length() == prefix.length  # still the prefix by reference
+                    cache = (
+                        new_kv_cache(self.model)
+                        if untouched
+                        else suffix_cache(cache, prefix.length, self.model)
+                    )
+                return cache, reused, None, prefix, list(prompt_ids[done:end])
+            logits = self._prefill_piece(prompt_ids[done:end], cache, last=end == len(prompt_ids))
+            done = end
+            if end < len(prompt_ids):
+                yield
+        if prefix is not None:
+            from hermes_core.engines.local.shared_prefix import suffix_cache
+
+            cache = suffix_cache(cache, prefix.length, self.model)  # the whole one was transient
+        return cache, reused, logits, prefix, []
+
+    def _prefill_piece(self, ids: list[int], cache: Any, last: bool) -> Any:
+        """Feed ``ids`` to ``cache``; the last piece returns the logits of its last token."""
         from hermes_core.engines.local.batch_step import single_row_logits
 
         with _inference():
-            logits = single_row_logits(self.model, _cache_argument_name(), prompt_ids[done:], cache)
-        return cache, reused, logits
+            if last:
+                return single_row_logits(self.model, _cache_argument_name(), ids, cache)
+            import torch
+
+            chunk = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+            self.model(
+                input_ids=chunk,
+                use_cache=True,
+                **{_cache_argument_name(): cache},
+                **_logits_to_keep(self.model),
+            )
+            return None
 
     def _row_logits(self, tokens: list[int], cache: Any) -> Any:
         """Logits after feeding ``tokens`` to one request's cache through the model's own forward."""
@@ -184,17 +272,11 @@ class LocalEngine(Engine):
         with _inference():
             return single_row_logits(self.model, _cache_argument_name(), tokens, cache)
 
-    def _decode_step(self) -> Callable[[Any, Any], Any]:
-        """The batched one-token step for this model (``batch_step.decode_step_for``), in inference mode."""
+    def _decode_step(self) -> Any:
+        """The batched one-token step for this model (``batch_step.decode_step_for``); call it in inference mode."""
         from hermes_core.engines.local.batch_step import decode_step_for
 
-        step = decode_step_for(self.model, _cache_argument_name())
-
-        def run(tokens: Any, caches: Any) -> Any:
-            with _inference():
-                return step(tokens, caches)
-
-        return run
+        return decode_step_for(self.model, _cache_argument_name())
 
     def _count(self, request: GenerationRequest, new_ids: list[int], reused: int) -> None:
         self.stats.requests += 1
@@ -204,48 +286,64 @@ class LocalEngine(Engine):
         self.stats.last_reused_prefix_tokens = reused
 
     def _prefill(self, prompt_ids: list[int], starts: list[int], cancel: threading.Event) -> tuple[Any, int]:
-        """KV of every prompt chunk but the last (reused from the prefix cache where possible).
+        """KV of every prompt chunk but the last, in ``_prefill_pieces``' pieces: a whole cache, tokens reused."""
+        cache, reused, _ = self._prefill_start(prompt_ids, starts)
+        done = reused
+        for end in piece_ends(done, starts, starts[-1] if starts else 0, self.prefill_chunk_tokens):
+            if cancel.is_set():
+                break
+            self._prefill_piece(prompt_ids[done:end], cache, last=False)
+            done = end
+        return cache, reused
+
+    def _prefill_start(self, prompt_ids: list[int], starts: list[int]) -> tuple[Any, int, Any]:
+        """The cache a prefill starts from: reused chunks from the prefix cache or the running batch.
 
         Returns the cache (one that appends in place, see ``kv_cache``) and how many tokens came
         from the prefix cache. Cold and warm requests run the same chunks, so their output is identical.
         While other requests decode or wait, a reused entry is copied and stays cached, and the
         running requests' caches are searched too, so requests arriving together all reuse a prefix.
-        Stops between chunks once ``cancel`` is set (a long prompt on a big model takes seconds).
+        Where the batched step shares prefixes, a request joining others references their
+        ``SharedPrefix`` (returned third) instead of copying it: its prefill runs on a transient
+        whole cache, of which only the part after the prefix is kept.
         """
-        import torch
 
         from hermes_core.engines.local.kv_cache import new_kv_cache
 
         hit = self.prefix_cache.take(prompt_ids, starts) if self.prefix_cache is not None else None
         reused = hit.length if hit is not None else 0
         sharing = self.scheduler.busy()
-        if hit is not None and sharing and self.prefix_cache is not None:
+        prefix = None
+        if sharing and self.prefix_cache is not None and self.scheduler.shares_prefixes:
+            from hermes_core.engines.local.shared_prefix import SharedPrefix
+
+            prefix = self.scheduler.shared_prefix_for(prompt_ids, starts, reused)
+            if hit is not None:
+                if prefix is None:
+                    prefix = SharedPrefix.from_cache(hit.cache, prompt_ids[:reused])
+                self.prefix_cache.put(prompt_ids, hit.cache, reused)  # the entry stays for later requests
+            if prefix is not None:
+                cache, reused = prefix.as_cache(self.model), prefix.length
+            else:
+                cache = new_kv_cache(self.model)
+        elif hit is not None and sharing and self.prefix_cache is not None:
             # Others decode or wait: they may want this entry too, so it stays and we take a copy.
             cache = copy_prefix(hit.cache, reused, self.model)
             self.prefix_cache.put(prompt_ids, hit.cache, reused)
         else:
             cache = hit.cache if hit is not None else new_kv_cache(self.model)
-        if self.prefix_cache is not None and sharing:
+        if (
+            self.prefix_cache is not None
+            and sharing
+            and prefix is None
+            and not self.scheduler.shares_prefixes
+        ):
             # A request decoding now may hold a longer run of this prompt's chunks (its entry was
             # taken when it started): copy those whole chunks from its cache.
             row_cache, length = self.scheduler.longest_shared_prefix(prompt_ids, starts)
             if length > reused and length >= self.prefix_cache.min_reuse_tokens:
                 cache, reused = copy_prefix(row_cache, length, self.model), length
-        pending = [start for start in starts if start > reused]
-        done = reused
-        with torch.inference_mode():
-            for start in pending:
-                if cancel.is_set():
-                    break
-                chunk = torch.tensor([prompt_ids[done:start]], dtype=torch.long, device=self.model.device)
-                self.model(
-                    input_ids=chunk,
-                    use_cache=True,
-                    **{_cache_argument_name(): cache},
-                    **_logits_to_keep(self.model),
-                )
-                done = start
-        return cache, reused
+        return cache, reused, prefix
 
 
 def _inference() -> Any:

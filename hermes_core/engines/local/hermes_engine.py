@@ -10,7 +10,12 @@ import inspect
 import threading
 from typing import Any
 
-from hermes_core.engines.local.engine import DEFAULT_MAX_BATCH_SIZE, EngineStats, LocalEngine
+from hermes_core.engines.local.engine import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_PREFILL_CHUNK_TOKENS,
+    EngineStats,
+    LocalEngine,
+)
 from hermes_core.engines.local.prefix_cache import PrefixCache
 from hermes_core.frontend import Frontend, _defaults
 from hermes_core.options import check_load_options, check_request_options
@@ -34,6 +39,9 @@ class HermesEngine(Frontend):
         repetition_penalty: float | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         kv_budget_tokens: int | None = None,
+        share_prefixes: bool = True,
+        prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
+        fuse_prefill: bool = True,
         variant: Any = "auto",
         reasoning: bool | None = None,
         reasoning_budget: int | None = None,
@@ -45,6 +53,9 @@ class HermesEngine(Frontend):
                 prefix_cache_size=prefix_cache_size,
                 max_batch_size=max_batch_size,
                 kv_budget_tokens=kv_budget_tokens,
+                share_prefixes=share_prefixes,
+                prefill_chunk_tokens=prefill_chunk_tokens,
+                fuse_prefill=fuse_prefill,
             ),
             constrained=constrained,
             max_new_tokens=max_new_tokens,
@@ -92,6 +103,9 @@ def load_engine(
     repetition_penalty: float | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     kv_budget_tokens: int | None = None,
+    share_prefixes: bool = True,
+    prefill_chunk_tokens: int | None = DEFAULT_PREFILL_CHUNK_TOKENS,
+    fuse_prefill: bool = True,
     variant: Any = "auto",
     reasoning: bool | None = None,
     reasoning_budget: int | None = None,
@@ -125,6 +139,9 @@ def load_engine(
         repetition_penalty=repetition_penalty,
         max_batch_size=max_batch_size,
         kv_budget_tokens=kv_budget_tokens,
+        share_prefixes=share_prefixes,
+        prefill_chunk_tokens=prefill_chunk_tokens,
+        fuse_prefill=fuse_prefill,
         variant=variant,
         reasoning=reasoning,
         reasoning_budget=reasoning_budget,

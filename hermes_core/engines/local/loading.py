@@ -27,6 +27,7 @@ from hermes_core.engines.local.quantization import (
     bnb_config,
     default_device_map,
     default_dtype,
+    int4_load_dtype,
     resolve_quantization,
     target_device,
 )
@@ -105,6 +106,8 @@ class LoadedModel:
             return f"4bit NF4{kernel}, rest {dtype}"
         if self.quantization == "8bit":
             return f"8bit LLM.int8, rest {dtype}"
+        if self.quantization == "int4":
+            return f"int4 (Q4_1-style groups of 32, torch CPU kernel), rest {dtype}"
         return dtype
 
 
@@ -188,7 +191,11 @@ def load_model(
         tokenizer = _load_tokenizer(where, name, source, local_only, trust_remote_code)
         chat = chat_tokens_of(tokenizer, name)
         chat_variant = resolve_variant(variant, tokenizer, name)
+        if quant == "int4" and dtype is not None:
+            weight_kwargs["dtype"] = int4_load_dtype(source, dtype, torch_dtype)
         hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
+    if quant == "int4":
+        _quantize_int4(hf_model, dtype)
     if source == "hub-cache":
         where = _hub_snapshot(name) or where
     loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where, speedups)
@@ -480,6 +487,19 @@ def _ensure_pad_token(tokenizer: Any, model: Any, chat: ChatTokens) -> None:
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None and generation_config.pad_token_id is None:
         generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _quantize_int4(model: Any, dtype: Any) -> None:
+    """Pack the decoder projections for torch's CPU int4 kernel, then cast the rest to ``dtype``."""
+    from hermes_core.engines.local.cpu.int4_linear import quantize_linears_int4
+
+    if quantize_linears_int4(model) == 0:
+        raise ModelLoadError(
+            f'quantization="int4" found no projection layers to quantize in {type(model).__name__} '
+            '(it handles Llama-style q/k/v/o and gate/up/down layers); use "4bit" or None.'
+        )
+    if dtype is not None and dtype != "auto" and model.dtype != dtype:
+        model.to(dtype)
 
 
 def _finish(

@@ -190,6 +190,14 @@ class PrefixCache:
                 evicted, _ = self._entries.popitem(last=False)
                 self._sizes.pop(evicted, None)
 
+    def holds(self, tokens: Sequence[int]) -> bool:
+        """Whether an entry already holds the KV of all of ``tokens`` (so storing them again adds nothing)."""
+        with self._lock:
+            return any(
+                len(held) >= len(tokens) and _common_prefix_length(held, tokens) == len(tokens)
+                for held, _ in self._entries.values()
+            )
+
     def clear(self) -> None:
         """Drop every entry (frees their memory)."""
         with self._lock:

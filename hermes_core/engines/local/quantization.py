@@ -11,12 +11,14 @@ from typing import Any
 
 from hermes_core.errors import ModelLoadError, UnsupportedOptionError
 
-QUANTIZATION_OPTIONS: tuple[str | None, ...] = ("4bit", "8bit", None, "auto")
+QUANTIZATION_OPTIONS: tuple[str | None, ...] = ("4bit", "8bit", "int4", None, "auto")
 
-# What quantization="auto" picks on a CPU with native bf16 (docs/performance-engine.md, decode
-# tok/s on the embedded model: fp32 22.6, bf16 36.4, NF4 + bf16 49.6, int8 25.1) and on one
-# without it, where bitsandbytes has no fused 4-bit kernel and bf16 is emulated (not measured).
-CPU_AUTO_QUANTIZATION: str | None = "4bit"
+# What quantization="auto" picks on a CPU with native bf16 and on one without it, where bf16 is
+# emulated (not measured). On the first, int4 (torch's kernel, Q4_1-style groups) decodes the embedded
+# model faster than NF4 and stays as close to its float32 weights as bf16 does, where NF4 does not
+# (docs/performance-engine.md#int4-against-nf4-and-bf16); NF4 is the fall-back without torch's int4 kernels.
+CPU_AUTO_QUANTIZATION: str | None = "int4"
+CPU_AUTO_QUANTIZATION_WITHOUT_INT4: str | None = "4bit"
 CPU_AUTO_QUANTIZATION_WITHOUT_BF16: str | None = None
 # What quantization="auto" picks on CUDA: NF4 is the usual memory/quality trade-off there.
 CUDA_AUTO_QUANTIZATION: str | None = "4bit"
@@ -76,7 +78,7 @@ def default_device_map(device_map: Any) -> Any:
 
 
 def resolve_quantization(quantization: str | None, device: str) -> str | None:
-    """Validate ``quantization`` and resolve "auto" for ``device``; returns "4bit", "8bit" or None."""
+    """Validate ``quantization`` and resolve "auto" for ``device``; returns "4bit", "8bit", "int4" or None."""
     from hermes_core.options import check_quantization
 
     check_quantization(quantization)
@@ -89,12 +91,50 @@ def resolve_quantization(quantization: str | None, device: str) -> str | None:
             quantization = (
                 CPU_AUTO_QUANTIZATION if cpu_has_native_bf16() else CPU_AUTO_QUANTIZATION_WITHOUT_BF16
             )
+            if quantization == "int4" and not _int4_available():
+                quantization = CPU_AUTO_QUANTIZATION_WITHOUT_INT4
+    if quantization == "int4":
+        return _check_int4(device)
     if quantization is not None and not bitsandbytes_available():
         raise ModelLoadError(
             f"quantization={quantization!r} needs bitsandbytes, which is not installed; "
             f"install it with `{BITSANDBYTES_INSTALL}` or pass quantization=None."
         )
     return quantization
+
+
+def _int4_available() -> bool:
+    """Whether torch's CPU int4 kernels exist (a seam so tests can simulate an older torch)."""
+    from hermes_core.engines.local.cpu.int4_linear import int4_kernels_available
+
+    return int4_kernels_available()
+
+
+def _check_int4(device: str) -> str:
+    """ "int4" (torch's CPU int4 kernel, ``cpu/int4_linear.py``) if it can run on ``device``, else a clear error."""
+    if device != "cpu":
+        raise UnsupportedOptionError(
+            f'quantization="int4" runs on torch\'s CPU int4 kernel, but the weights go to {device}; '
+            'use quantization="4bit" there (or device_map="cpu").'
+        )
+    if not _int4_available():
+        raise ModelLoadError(
+            'quantization="int4" needs torch\'s CPU int4 kernels (torch >= 2.6); upgrade torch or use "4bit".'
+        )
+    return "int4"
+
+
+def int4_load_dtype(source: str, dtype: Any, torch_dtype: Any) -> Any:
+    """The dtype to load weights in before they are quantized to int4.
+
+    A GGUF (the embedded model too) is de-quantised to float32 on conversion: loading it in float32
+    lets its Q4_1 blocks come back as the same 4-bit codes, where bf16 would round them first.
+    """
+    import torch
+
+    if source in ("embedded", "gguf") and torch_dtype is None:
+        return torch.float32
+    return dtype
 
 
 def resolve_dtype(torch_dtype: Any) -> Any:
@@ -138,8 +178,8 @@ def compute_dtype(device: str) -> Any:
 
 
 def bnb_config(quantization: str | None, device: str) -> Any:
-    """The ``BitsAndBytesConfig`` for a resolved quantization, or None when not quantizing."""
-    if quantization is None:
+    """The ``BitsAndBytesConfig`` for a resolved quantization, or None (not quantizing, or "int4")."""
+    if quantization is None or quantization == "int4":
         return None
     from transformers import BitsAndBytesConfig
 

@@ -54,10 +54,25 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     matcher: Any = None
     generator: Any = None
+    prefix: Any = None  # a SharedPrefix: then ``cache`` holds only the positions after it
+    pending: list[int] = field(default_factory=list)  # its last prompt piece, fed with the next step
+
+    @property
+    def length(self) -> int:
+        """Tokens of KV this row attends over (prefix included)."""
+        return self.cache.get_seq_length() + (self.prefix.length if self.prefix is not None else 0)
 
     @property
     def request(self) -> GenerationRequest:
         return self.submission.request
+
+
+@dataclass
+class _Joining:
+    """An admitted request prefilling its prompt piece by piece between decode steps."""
+
+    submission: Submission
+    pieces: Any = None  # the engine's ``_prefill_pieces`` generator, made at its first piece
 
 
 def reserved_tokens(request: GenerationRequest) -> int:
@@ -68,16 +83,20 @@ def reserved_tokens(request: GenerationRequest) -> int:
 class Scheduler:
     """Admits, steps and retires the requests of one ``LocalEngine`` (see the module docstring)."""
 
-    def __init__(self, engine: Any, *, max_batch_size: int, kv_budget_tokens: int) -> None:
+    def __init__(
+        self, engine: Any, *, max_batch_size: int, kv_budget_tokens: int, share_prefixes: bool = True
+    ) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.kv_budget_tokens = kv_budget_tokens
+        self.share_prefixes = share_prefixes
         self._waiting: deque[Submission] = deque()
         self._rows: list[_Row] = []
         self._condition = threading.Condition()
         self._running = False
         self._step: Any = None
-        self._starting = 0  # requests admitted in this round, not started yet (this one included)
+        self._joining: deque[_Joining] = deque()  # admitted, prefilling (the first one is in progress)
+        self._fusing: list[_Row] = []  # joined but for their last prompt piece, fed with the next step
         self._batch_matcher: Any = None
         self._thread: threading.Thread | None = None
         _SCHEDULERS.add(self)
@@ -102,9 +121,49 @@ class Scheduler:
 
     def busy(self) -> bool:
         """Whether other requests decode or wait (called from the scheduler thread during admission)."""
-        return bool(self._rows or self._waiting or self._starting > 1)
+        return bool(self._rows or self._fusing or self._waiting or len(self._joining) > 1)
 
-    def longest_shared_prefix(self, prompt_ids: Sequence[int], starts: Sequence[int]) -> tuple[Any, int]:
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether rows over a common prompt prefix hold one ``SharedPrefix`` (the batched Llama step)."""
+        return self.share_prefixes and bool(getattr(self.step(), "shares_prefixes", False))
+
+    def step(self) -> Any:
+        """The batched decode step for the engine's model (made on first use)."""
+        if self._step is None:
+            self._step = self.engine._decode_step()
+        return self._step
+
+    def shared_prefix_for(self, prompt_ids: Sequence[int], starts: Sequence[int], at_least: int) -> Any:
+        """The ``SharedPrefix`` a new request over ``prompt_ids`` should reference, if one beats ``at_least`` tokens.
+
+        A running row's prefix is taken as it is; a longer run of whole chunks in a running row's own
+        cache becomes a new ``SharedPrefix`` (copied once), and that row then references it too.
+        Called from the scheduler thread under the model lock.
+        """
+        from hermes_core.engines.local.shared_prefix import SharedPrefix, shares_chunks, suffix_cache
+
+        best: Any = None
+        for row in [*self._rows, *self._fusing]:
+            prefix = row.prefix
+            if prefix is not None and prefix.length >= max(at_least, best.length if best else 0):
+                if best is None or prefix.length > best.length:
+                    if shares_chunks(
+                        prompt_ids, starts, row.request.prompt_ids, row.request.chunk_starts, prefix.length
+                    ):
+                        best = prefix
+        donor, length = self.longest_shared_prefix(prompt_ids, starts, unshared_only=True)
+        cache = self.engine.prefix_cache
+        minimum = cache.min_reuse_tokens if cache is not None else 1
+        if donor is not None and length >= minimum and length > max(at_least, best.length if best else 0):
+            best = SharedPrefix.from_cache(donor.cache, prompt_ids[:length])
+            donor.cache, donor.prefix = suffix_cache(donor.cache, length, self.engine.model), best
+            self.engine.stats.shared_prefix_rows += 1
+        return best
+
+    def longest_shared_prefix(
+        self, prompt_ids: Sequence[int], starts: Sequence[int], unshared_only: bool = False
+    ) -> tuple[Any, int]:
         """The running request's cache holding the longest run of ``prompt_ids``' whole chunks, and its length.
 
         A length qualifies only where both prompts start a chunk and every earlier chunk start is the
@@ -113,7 +172,9 @@ class Scheduler:
         from hermes_core.engines.local.prefix_cache import _common_prefix_length
 
         best: tuple[Any, int] = (None, 0)
-        for row in self._rows:
+        for row in [*self._rows, *self._fusing]:
+            if row.prefix is not None and unshared_only:
+                continue
             theirs = row.request.chunk_starts
             common = _common_prefix_length(row.request.prompt_ids, prompt_ids)
             for start in reversed(starts):
@@ -124,7 +185,7 @@ class Scheduler:
                     and start in theirs
                     and [s for s in theirs if s <= start] == [s for s in starts if s <= start]
                 ):
-                    best = (row.cache, start)
+                    best = (row if unshared_only else row.cache, start)
                     break
         return best
 
@@ -144,7 +205,11 @@ class Scheduler:
         except BaseException as exc:  # a bug in the scheduler itself: answer everyone rather than hang them
             with self._condition:
                 stranded = [row.submission for row in self._rows] + list(self._waiting)
+                stranded += [joining.submission for joining in self._joining]
+                stranded += [row.submission for row in self._fusing]
+                self._fusing.clear()
                 self._rows.clear()
+                self._joining.clear()
                 self._waiting.clear()
                 self._running = False
             for submission in stranded:
@@ -155,29 +220,51 @@ class Scheduler:
         while True:
             admitted = self._admit()
             with self._condition:
-                if not self._rows and not admitted and not self._waiting:
+                if not (self._rows or admitted or self._waiting or self._joining or self._fusing):
                     self._running = False
                     return
-            for index, submission in enumerate(admitted):
-                self._starting = len(admitted) - index
-                self._start(submission)
-            self._starting = 0
-            if self._rows:
+            self._joining.extend(_Joining(submission) for submission in admitted)
+            self._prefill_next()
+            if self._rows or self._fusing:
                 self._decode()
+
+    def _prefill_next(self) -> None:
+        """One prefill piece of the oldest joining request while rows decode; with none decoding, until one joins."""
+        budget = self.engine.prefill_chunk_tokens or float("inf")
+        while self._joining:
+            fused = len(self._fusing)
+            if self._prefill_piece(self._joining[0]):
+                self._joining.popleft()
+            if len(self._fusing) > fused:  # its last piece rides on the next step: the next may join too
+                if sum(len(row.pending) for row in self._fusing) >= budget:
+                    return
+                continue
+            if self._rows or self._fusing:
+                return
+
+    def _can_fuse(self) -> bool:
+        """Whether a joining request's last piece should go with the next step (others decode or join)."""
+        if not self.engine.fuse_prefill or not hasattr(self.step(), "mixed"):
+            return False
+        return bool(self._rows or self._fusing or len(self._joining) > 1)
 
     def _admit(self) -> list[Submission]:
         """Take waiting requests, oldest first, while they fit; a cancelled one is answered at once."""
         admitted: list[Submission] = []
+        sharing = bool(self._waiting) and self.kv_budget_tokens < self._unbounded() and self.shares_prefixes
         with self._condition:
-            reserved = sum(reserved_tokens(row.request) for row in self._rows)
+            reserved = self._reserved() + sum(reserved_tokens(j.submission.request) for j in self._joining)
             while self._waiting:
                 head = self._waiting[0]
                 if head.request.cancel.is_set():
                     self._waiting.popleft()
-                    admitted.append(head)  # _start answers it without prefilling
+                    admitted.append(head)  # _prefill_piece answers it without prefilling
                     continue
-                rows = len(self._rows) + len(admitted)
+                rows = len(self._rows) + len(self._fusing) + len(self._joining) + len(admitted)
                 need = reserved_tokens(head.request)
+                if sharing:  # a shared prefix is counted once, with the row or request that holds it first
+                    earlier = [j.submission.request for j in self._joining] + [s.request for s in admitted]
+                    need -= self._shared_length(head.request, earlier)
                 alone = rows == 0
                 if not alone and (rows >= self.max_batch_size or reserved + need > self.kv_budget_tokens):
                     break  # FIFO: nobody overtakes the head of the queue
@@ -186,23 +273,67 @@ class Scheduler:
                 reserved += need
         return admitted
 
+    def _unbounded(self) -> int:
+        """A budget no batch can reach: sharing cannot change admission, so it is not worked out."""
+        return self.max_batch_size * self.engine.context_window
+
+    def _reserved(self) -> int:
+        """KV tokens the running rows may grow to, each shared prefix counted once."""
+        rows = [*self._rows, *self._fusing]
+        prefixes = {id(row.prefix): row.prefix.length for row in rows if row.prefix is not None}
+        own = sum(
+            reserved_tokens(row.request) - (row.prefix.length if row.prefix is not None else 0)
+            for row in rows
+        )
+        return own + sum(prefixes.values())
+
+    def _shared_length(self, request: GenerationRequest, admitted: Sequence[GenerationRequest]) -> int:
+        """Prompt tokens ``request`` will share with a running row or a request admitted before it."""
+        from hermes_core.engines.local.shared_prefix import shares_chunks
+
+        minimum = self.engine.prefix_cache.min_reuse_tokens if self.engine.prefix_cache is not None else 1
+        others = [row.request for row in [*self._rows, *self._fusing]] + list(admitted)
+        best = 0
+        for other in others:
+            for start in reversed(request.chunk_starts):
+                if start <= best:
+                    break
+                if start >= minimum and shares_chunks(
+                    request.prompt_ids, request.chunk_starts, other.prompt_ids, other.chunk_starts, start
+                ):
+                    best = start
+                    break
+        return best
+
     # -- admission ---------------------------------------------------------------------------------
 
-    def _start(self, submission: Submission) -> None:
-        """Prefill ``submission``'s prompt alone, sample its first token and add it to the batch."""
+    def _prefill_piece(self, joining: _Joining) -> bool:
+        """Prefill one piece of a joining request's prompt; after the last, sample its first token and add it.
+
+        Returns whether the request is done joining (joined, answered or failed).
+        """
+        submission = joining.submission
         request = submission.request
         engine = self.engine
         stop_ids = frozenset(request.stop_token_ids or engine.stop_token_ids)
-        if request.cancel.is_set() or request.max_new_tokens <= 0:
-            submission.finish(_outcome(request, [], stop_ids))
-            return
+        if joining.pieces is None:
+            if request.cancel.is_set() or request.max_new_tokens <= 0:
+                submission.finish(_outcome(request, [], stop_ids))
+                return True
+            joining.pieces = engine._prefill_pieces(request, fuse_last=self._can_fuse)
         try:
             with engine._lock:
-                cache, reused, logits = engine._prefill_prompt(request)
-            if logits is None:  # cancelled between prompt chunks
+                try:
+                    next(joining.pieces)
+                    return False
+                except StopIteration as finished:
+                    cache, reused, logits, prefix, pending = finished.value
+            if logits is None and not pending:  # cancelled between prompt pieces
                 submission.finish(_outcome(request, [], stop_ids))
-                return
-            row = _Row(submission, cache, stop_ids, reused)
+                return True
+            row = _Row(submission, cache, stop_ids, reused, prefix=prefix, pending=pending)
+            if prefix is not None:
+                engine.stats.shared_prefix_rows += 1
             constraint = request.constraint
             if constraint is not None:
                 if constraint.compiled is None:
@@ -216,35 +347,51 @@ class Scheduler:
                 import torch
 
                 row.generator = torch.Generator(device="cpu").manual_seed(request.seed)
+            if pending:
+                self._fusing.append(row)
+                return True
             self._rows.append(row)
         except BaseException as exc:  # this request fails; the batch goes on
             submission.finish(error=exc)
-            return
+            return True
         self._advance([row], logits)
+        return True
 
     # -- decoding ----------------------------------------------------------------------------------
 
     def _decode(self) -> None:
-        """Retire cancelled rows, then one step for every other row."""
-        for row in [row for row in self._rows if row.request.cancel.is_set()]:
+        """Retire cancelled rows, then one step for every other row (and the last pieces of joining ones)."""
+        for row in [row for row in [*self._rows, *self._fusing] if row.request.cancel.is_set()]:
             self._retire(row)
-        rows = list(self._rows)
-        if not rows:
+        rows, fusing = list(self._rows), list(self._fusing)
+        self._fusing.clear()
+        if not rows and not fusing:
             return
         engine = self.engine
         try:
             with engine._lock:
-                if len(rows) == 1:
+                if len(rows) == 1 and rows[0].prefix is None and not fusing:
                     # One request: the model's own forward, the path a request alone has always taken.
                     logits = engine._row_logits([rows[0].generated[-1]], rows[0].cache)
                 else:
-                    if self._step is None:
-                        self._step = engine._decode_step()
-                    logits = self._step([row.generated[-1] for row in rows], [row.cache for row in rows])
+                    import torch
+
+                    everyone = [*rows, *fusing]
+                    caches, prefixes = [row.cache for row in everyone], [row.prefix for row in everyone]
+                    with torch.inference_mode():
+                        if fusing:
+                            pieces = [[row.generated[-1]] for row in rows] + [row.pending for row in fusing]
+                            logits = self.step().mixed(pieces, caches, prefixes)
+                        else:
+                            logits = self.step()([row.generated[-1] for row in rows], caches, prefixes)
         except BaseException as exc:  # the shared forward failed: every row in it fails
-            for row in rows:
+            for row in [*rows, *fusing]:
                 self._retire(row, error=exc)
             return
+        for row in fusing:
+            row.pending = []
+        self._rows.extend(fusing)
+        rows = [*rows, *fusing]
         engine.stats.decode_steps += 1
         engine.stats.peak_batch = max(engine.stats.peak_batch, len(rows))
         self._advance(rows, logits)
@@ -342,6 +489,8 @@ class Scheduler:
         """Remove ``row`` from the batch, keep its whole prompt chunks in the prefix cache, answer its caller."""
         if row in self._rows:
             self._rows.remove(row)
+        if row in self._fusing:
+            self._fusing.remove(row)
         request = row.request
         engine = self.engine
         if error is None:
@@ -349,7 +498,15 @@ class Scheduler:
             if engine.prefix_cache is not None and starts:
                 # Only whole prompt chunks are kept: the last chunk and the generated tokens were
                 # computed in shapes a later prompt would not reproduce.
-                engine.prefix_cache.put(request.prompt_ids, row.cache, starts[-1])
+                if row.prefix is None:
+                    engine.prefix_cache.put(request.prompt_ids, row.cache, starts[-1])
+                elif not engine.prefix_cache.holds(request.prompt_ids[: starts[-1]]):
+                    whole = row.prefix.as_cache(engine.model)  # the prefix by reference, no copy
+                    if starts[-1] > row.prefix.length:
+                        kept = starts[-1] - row.prefix.length
+                        for index, layer in enumerate(row.cache.layers):
+                            whole.update(layer.keys[..., :kept, :], layer.values[..., :kept, :], index)
+                    engine.prefix_cache.put(request.prompt_ids, whole, starts[-1])
             engine._count(request, row.generated, row.reused)
             row.submission.finish(_outcome(request, row.generated, row.stop_ids))
         else:
