@@ -66,8 +66,9 @@ def test_tool_choice_none_sends_no_constraint_and_gets_no_call(served) -> None:
         ASK, tools=TOOLS, tool_choice="none", temperature=1.0, seed=4, max_new_tokens=24
     )
     assert result.tool_calls == [] and result.invalid_tool_calls == []
+    # "none" sends no constraint (as on the local engine): a sampling model may still write the tag as
+    # text, but no call comes out of it
     assert _body_constraint(fake) is None
-    assert "<tool_call>" not in result.raw_text
 
 
 def test_json_mode_is_valid_json_for_the_schema(served) -> None:
