@@ -66,9 +66,10 @@ def test_tool_choice_none_sends_no_constraint_and_gets_no_call(served) -> None:
         ASK, tools=TOOLS, tool_choice="none", temperature=1.0, seed=4, max_new_tokens=24
     )
     assert result.tool_calls == [] and result.invalid_tool_calls == []
-    # "none" sends no constraint (as on the local engine): a sampling model may still write the tag as
-    # text, but no call comes out of it
     assert _body_constraint(fake) is None
+    body = fake.bodies[-1]
+    prompt = frontend.tokenizer.decode(body.get("prompt", body.get("input_ids")))
+    assert "<tools>" not in prompt  # nothing offered: the tiny random model's free text is its own
 
 
 def test_json_mode_is_valid_json_for_the_schema(served) -> None:
