@@ -133,3 +133,15 @@ def detect_dialect(transport: Transport) -> str:
         f"Cannot tell which server runs at {transport.base_url} (its /v1/models names owner {owner or 'none'!r}); "
         "pass dialect='llama-server', 'vllm' or 'sglang'."
     )
+
+
+def tokenize_or_none(transport: Transport, path: str, body: dict[str, Any]) -> list[int] | None:
+    """The server's ``tokens`` for ``body`` posted to ``path``; None where it has no such endpoint."""
+    try:
+        answer = transport.post(path, body)
+    except ServerHTTPError as exc:
+        if exc.status_code in (404, 405, 501):
+            return None
+        raise
+    tokens = answer.get("tokens") if isinstance(answer, dict) else None
+    return [int(t) for t in tokens] if isinstance(tokens, list) else None

@@ -21,8 +21,8 @@ from hermes_core.engines.server.dialect import (
     first_model,
     optional_get,
     positive_int,
+    tokenize_or_none,
 )
-from hermes_core.engines.server.errors import ServerHTTPError
 from hermes_core.engines.server.http import Transport
 from hermes_core.gbnf import constraint_gbnf
 
@@ -50,16 +50,9 @@ class LlamaServer(Dialect):
         )
 
     def tokenize(self, transport: Transport, text: str) -> list[int] | None:
-        try:
-            answer = transport.post(
-                "/tokenize", {"content": text, "add_special": False, "parse_special": True}
-            )
-        except ServerHTTPError as exc:
-            if exc.status_code in (404, 405, 501):
-                return None
-            raise
-        tokens = answer.get("tokens") if isinstance(answer, dict) else None
-        return [int(t) for t in tokens] if isinstance(tokens, list) else None
+        return tokenize_or_none(
+            transport, "/tokenize", {"content": text, "add_special": False, "parse_special": True}
+        )
 
     def body(self, request: GenerationRequest, context: BodyContext) -> dict[str, Any]:
         body: dict[str, Any] = {
