@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
-from hermes_core.engines.local.shared_prefix import cascade_attention, piece_attention
+from hermes_core.engines.local.shared_prefix import cascade_attention, pieces_attention
 
 
 class DecodeStep(Protocol):
@@ -132,16 +132,13 @@ class LlamaBatchStep:
             dtype=torch.long,
             device=device,
         )
-        groups: dict[int, list[int]] = {}  # rows by the prefix they share
-        for row, prefix in enumerate(prefixes):
-            if prefix is not None:
-                groups.setdefault(id(prefix), []).append(row)
+        groups = _rows_by_prefix(prefixes)
+        # What LlamaAttention receives as **kwargs for each row (made once a step, not once a layer).
+        passed = [{"position_ids": positions[row : row + 1], "use_cache": True} for row in range(len(caches))]
         hidden = self.inner.embed_tokens(input_ids)
         position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
         for index, lean in enumerate(self.layers):
-            hidden = self._layer(
-                lean, hidden, position_embeddings, positions, caches, prefixes, groups, index
-            )
+            hidden = self._layer(lean, hidden, position_embeddings, passed, caches, prefixes, groups, index)
         hidden = self.inner.norm(hidden)
         logits = self.model.lm_head(hidden[:, -1:, :])
         return logits[:, -1].to(copy=True, dtype=torch.float32)
@@ -168,8 +165,11 @@ class LlamaBatchStep:
         hidden = self.inner.embed_tokens(input_ids)
         position_embeddings = self.inner.rotary_emb(hidden, position_ids=positions)
         spans = [(offset, len(piece)) for offset, piece in zip(offsets, pieces, strict=True)]
+        groups = _rows_by_prefix(prefixes)
         for index, lean in enumerate(self.layers):
-            hidden = self._mixed_layer(lean, hidden, position_embeddings, caches, prefixes, spans, index)
+            hidden = self._mixed_layer(
+                lean, hidden, position_embeddings, caches, prefixes, spans, groups, index
+            )
         last = torch.tensor([offset + length - 1 for offset, length in spans], device=device)
         hidden = self.inner.norm(hidden[0, last].unsqueeze(1))
         return self.model.lm_head(hidden)[:, -1].to(copy=True, dtype=torch.float32)
@@ -182,46 +182,47 @@ class LlamaBatchStep:
         caches: Sequence[Any],
         prefixes: Sequence[Any],
         spans: Sequence[tuple[int, int]],
+        groups: Sequence[list[int]],
         index: int,
     ) -> Any:
-        """One decoder layer over the rows' tokens laid end to end (see ``mixed``)."""
+        """One decoder layer over the rows' tokens laid end to end (see ``mixed``).
+
+        Rows over one shared prefix attend over it in one call (``pieces_attention``).
+        """
         import torch
 
-        layer = lean.layer
-        attention, mlp = layer.self_attn, layer.mlp
+        attention = lean.layer.self_attn
         residual = hidden
-        hidden = _rms_norm(layer.input_layernorm, hidden)
+        hidden = _rms_norm(lean.layer.input_layernorm, hidden)
         query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
-        outputs = []
-        for (offset, length), cache, prefix in zip(spans, caches, prefixes, strict=True):
-            part = slice(offset, offset + length)
-            row_key, row_value = cache.update(
-                key[:, :, part], value[:, :, part], attention.layer_idx, kwargs={"use_cache": True}
+        parts = [slice(offset, offset + length) for offset, length in spans]
+        own = [
+            cache.update(key[:, :, part], value[:, :, part], attention.layer_idx, kwargs={"use_cache": True})
+            for part, cache in zip(parts, caches, strict=True)
+        ]
+        outputs: list[Any] = [None] * len(caches)
+        for rows in groups:
+            attended = pieces_attention(
+                [query[:, :, parts[row]] for row in rows],
+                [own[row] for row in rows],
+                prefixes[rows[0]],
+                index,
+                attention.scaling,
             )
-            outputs.append(
-                piece_attention(query[:, :, part], row_key, row_value, prefix, index, attention.scaling)
-            )
+            for row, output in zip(rows, attended, strict=True):
+                outputs[row] = output
         output = torch.cat(outputs, dim=1).reshape(*residual.shape[:-1], -1).contiguous()
-        hidden = residual + attention.o_proj.forward(output)
-        residual = hidden
-        hidden = _rms_norm(layer.post_attention_layernorm, hidden)
-        group = lean.gate_up_group
-        if group is not None and group.direct:
-            gate, up = group.run_all(hidden)
-        else:
-            gate, up = mlp.gate_proj.forward(hidden), mlp.up_proj.forward(hidden)
-        hidden = mlp.down_proj.forward(mlp.act_fn(gate) * up)
-        return residual + hidden
+        return _attention_out_and_mlp(lean, residual, output)
 
     def _layer(
         self,
         lean: LeanDecodeLayer,
         hidden: Any,
         position_embeddings: Any,
-        positions: Any,
+        passed: Sequence[dict[str, Any]],
         caches: Sequence[Any],
         prefixes: Sequence[Any],
-        groups: dict[int, list[int]],
+        groups: Sequence[list[int]],
         index: int,
     ) -> Any:
         """``LeanDecodeLayer.forward`` over all rows, with the cache append and attention per row.
@@ -230,23 +231,23 @@ class LlamaBatchStep:
         """
         import torch
 
-        layer = lean.layer
-        attention, mlp = layer.self_attn, layer.mlp
+        attention = lean.layer.self_attn
         residual = hidden
-        hidden = _rms_norm(layer.input_layernorm, hidden)
+        hidden = _rms_norm(lean.layer.input_layernorm, hidden)
         query, key, value = lean._rotated_qkv(attention, hidden, position_embeddings)
         outputs: list[Any] = [None] * len(caches)
         own: list[tuple[Any, Any]] = []
         for row, cache in enumerate(caches):
-            passed = {"position_ids": positions[row : row + 1], "use_cache": True}
             row_key, row_value = cache.update(
-                key[row : row + 1], value[row : row + 1], attention.layer_idx, kwargs=passed
+                key[row : row + 1], value[row : row + 1], attention.layer_idx, kwargs=passed[row]
             )
             own.append((row_key, row_value))
-            if prefixes[row] is None:
-                outputs[row] = lean._attend(attention, query[row : row + 1], row_key, row_value, passed)
-        for rows in groups.values():
+        for rows in groups:
             prefix = prefixes[rows[0]]
+            if prefix is None:  # alone, with exactly the call a lone request makes
+                for row in rows:
+                    outputs[row] = lean._attend(attention, query[row : row + 1], *own[row], passed[row])
+                continue
             shared = cascade_attention(
                 query[rows] if len(rows) < len(caches) else query,
                 prefix.keys[index],
@@ -254,16 +255,35 @@ class LlamaBatchStep:
                 [own[row] for row in rows],
                 attention.scaling,
             )
+            if len(rows) == len(caches):  # every row over one prefix, in order: no reassembly
+                output = shared
+                break
             for position, row in enumerate(rows):
                 outputs[row] = shared[position : position + 1]
-        output = torch.cat(outputs).reshape(*residual.shape[:-1], -1).contiguous()
-        hidden = residual + attention.o_proj.forward(output)
-        residual = hidden
-        hidden = _rms_norm(layer.post_attention_layernorm, hidden)
-        group = lean.gate_up_group
-        if group is not None and group.direct:
-            gate, up = group.run_all(hidden)
         else:
-            gate, up = mlp.gate_proj.forward(hidden), mlp.up_proj.forward(hidden)
-        hidden = mlp.down_proj.forward(mlp.act_fn(gate) * up)
-        return residual + hidden
+            output = torch.cat(outputs)
+        return _attention_out_and_mlp(lean, residual, output.reshape(*residual.shape[:-1], -1).contiguous())
+
+
+def _rows_by_prefix(prefixes: Sequence[Any]) -> list[list[int]]:
+    """Row indices grouped by the ``SharedPrefix`` they hold (rows with none form one group), in row order."""
+    groups: dict[int, list[int]] = {}
+    for row, prefix in enumerate(prefixes):
+        groups.setdefault(id(prefix), []).append(row)
+    return list(groups.values())
+
+
+def _attention_out_and_mlp(lean: LeanDecodeLayer, residual: Any, attended: Any) -> Any:
+    """The rest of a decoder layer after attention: output projection, residual, norm, MLP, residual."""
+    layer = lean.layer
+    mlp = layer.mlp
+    hidden = residual + layer.self_attn.o_proj.forward(attended)
+    residual = hidden
+    hidden = _rms_norm(layer.post_attention_layernorm, hidden)
+    group = lean.gate_up_group
+    if group is not None and group.direct:
+        gate, up = group.run_all(hidden)
+    else:
+        gate, up = mlp.gate_proj.forward(hidden), mlp.up_proj.forward(hidden)
+    hidden = mlp.down_proj.forward(mlp.act_fn(gate) * up)
+    return residual + hidden
