@@ -8,8 +8,9 @@ tools offered), then, with the tool's result in the conversation, a final answer
 N such requests start at once through ``Frontend.agenerate`` (what ``ChatHermes.ainvoke`` and
 ``HermesLLM.achat`` call), against:
 
-- ``local``: the in-process engine (``get_engine()``: the GGUF converted to bf16/fp32 weights, torch
-  with ``--threads`` threads). One generation runs at a time per model; the others wait their turn.
+- ``local``: the in-process engine (``get_engine()``: the GGUF converted to the default load, torch
+  with ``--threads`` threads). Concurrent requests decode together (continuous batching, up to
+  ``max_batch_size`` = 8 rows; docs/engine.md).
 - ``llama-server``: a real llama-server started here with ``-np N`` slots serving the same GGUF (Q4_1
   weights, ``-t --threads``), through ``get_engine(base_url=...)``: up to N requests decode in one batch.
 
