@@ -13,7 +13,12 @@ from hermes_core import Message, load_engine
 from hermes_core.engines.local.batch_step import LlamaBatchStep, single_row_logits
 from hermes_core.engines.local.kv_cache import new_kv_cache
 from hermes_core.engines.local.scheduler import Submission
-from hermes_core.engines.local.shared_prefix import SharedPrefix, cascade_attention, suffix_cache
+from hermes_core.engines.local.shared_prefix import (
+    SharedPrefix,
+    cascade_attention,
+    pieces_attention,
+    suffix_cache,
+)
 
 
 def test_cascade_attention_is_softmax_over_prefix_and_suffix_together():
@@ -31,6 +36,31 @@ def test_cascade_attention_is_softmax_over_prefix_and_suffix_together():
         values = torch.cat([prefix_value, value], dim=2).repeat_interleave(heads // kv_heads, dim=1)
         expected = torch.softmax(query[row : row + 1] @ keys.transpose(-1, -2) * 0.25, dim=-1) @ values
         assert torch.allclose(merged[row : row + 1], expected.transpose(1, 2), rtol=0, atol=1e-6)
+
+
+def test_pieces_over_one_prefix_attend_in_one_call_as_each_would_alone():
+    """Several rows' new tokens over one prefix (read in one call): causal softmax over prefix + own keys."""
+    generator = torch.Generator().manual_seed(1)
+    heads, kv_heads, dim = 8, 2, 16
+    prefix_key, prefix_value = (torch.randn(1, kv_heads, 40, dim, generator=generator) for _ in range(2))
+    prefix = SharedPrefix(list(range(40)), [prefix_key], [prefix_value])
+    queries, caches = [], []
+    for seen, count in ((0, 5), (3, 1), (6, 9)):  # cached own tokens before the piece, tokens in it
+        queries.append(torch.randn(1, heads, count, dim, generator=generator))
+        caches.append(
+            tuple(torch.randn(1, kv_heads, seen + count, dim, generator=generator) for _ in range(2))
+        )
+    outputs = pieces_attention(queries, caches, prefix, 0, 0.25)
+    for query, (key, value), output in zip(queries, caches, outputs, strict=True):
+        count, length = query.shape[2], key.shape[2]
+        keys = torch.cat([prefix_key, key], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+        values = torch.cat([prefix_value, value], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+        scores = query @ keys.transpose(-1, -2) * 0.25
+        own = torch.arange(length) <= (length - count + torch.arange(count)).unsqueeze(-1)
+        visible = torch.cat([torch.ones(count, 40, dtype=torch.bool), own], dim=1)
+        expected = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1) @ values
+        assert output.shape == (1, count, heads, dim)
+        assert torch.allclose(output, expected.transpose(1, 2), rtol=0, atol=1e-6)
 
 
 # Largest logit difference against whole-cache rows (logits of about 1.3 on the tiny model).
