@@ -63,13 +63,16 @@ def _run(engine: Any, requests: list[GenerationRequest]) -> dict[str, float]:
     local = engine.engine
     first: dict[int, float] = {}
     ends: dict[int, float] = {}
+    times: list[float] = []  # every token's arrival
     submissions = []
     start = time.perf_counter()
     for index, request in enumerate(requests):
         request = dataclasses.replace(request, cancel=threading.Event())
 
         def on_token(token: int, index: int = index) -> None:
-            first.setdefault(index, time.perf_counter())
+            now = time.perf_counter()
+            first.setdefault(index, now)
+            times.append(now)
 
         def on_finish(index: int = index) -> None:
             ends[index] = time.perf_counter()
@@ -81,19 +84,27 @@ def _run(engine: Any, requests: list[GenerationRequest]) -> dict[str, float]:
         submission.done.wait()
         if submission.error is not None:
             raise submission.error
-    return _figures(start, first, ends, [len(s.final.token_ids) for s in submissions])
+    return _figures(start, first, ends, [len(s.final.token_ids) for s in submissions], times)
 
 
 def _figures(
-    start: float, first: dict[int, float], ends: dict[int, float], counts: list[int]
+    start: float, first: dict[int, float], ends: dict[int, float], counts: list[int], times: list[float]
 ) -> dict[str, float]:
-    """Aggregate tokens/s (first submission to last answer), median and slowest TTFT, p95 latency."""
+    """Aggregate tokens/s (first submission to last answer), median and slowest TTFT, p95 latency.
+
+    ``decode_tok_s`` leaves the prefill out: tokens that arrived after every request had its first
+    token, per second from then to the last answer (all requests decoding together).
+    """
     wall = max(ends.values()) - start
+    everyone = max(first.values())
+    decoding = max(ends.values()) - everyone
+    decoded = sum(1 for t in times if t > everyone)
     ttft = sorted(first[i] - start for i in range(len(counts)))
     latency = sorted(ends[i] - start for i in range(len(counts)))
     p95 = latency[min(len(latency) - 1, round(0.95 * (len(latency) - 1)))]
     return {
         "tok_s": sum(counts) / wall,
+        "decode_tok_s": decoded / decoding if decoding > 0 else float("nan"),
         "ttft_median": statistics.median(ttft),
         "ttft_max": ttft[-1],
         "p95": p95,
@@ -111,6 +122,7 @@ async def _serve_all(url: str, requests: list[GenerationRequest]) -> dict[str, f
     first: dict[int, float] = {}
     ends: dict[int, float] = {}
     counts = [0] * len(requests)
+    times: list[float] = []
     limits = httpx.Limits(max_connections=len(requests) + 2)
     async with httpx.AsyncClient(timeout=600.0, limits=limits) as client:
 
@@ -132,8 +144,10 @@ async def _serve_all(url: str, requests: list[GenerationRequest]) -> dict[str, f
                     event = json.loads(line[len("data: ") :])
                     tokens = event.get("tokens") or []
                     if tokens:
-                        first.setdefault(index, time.perf_counter())
+                        now = time.perf_counter()
+                        first.setdefault(index, now)
                         counts[index] += len(tokens)
+                        times.extend([now] * len(tokens))
                     if event.get("stop"):
                         break
             ends[index] = time.perf_counter()
@@ -142,7 +156,7 @@ async def _serve_all(url: str, requests: list[GenerationRequest]) -> dict[str, f
         await asyncio.gather(*(one(index, request) for index, request in enumerate(requests)))
     if counts != [request.max_new_tokens for request in requests]:
         raise RuntimeError(f"llama-server decoded {counts} tokens, not {requests[0].max_new_tokens} each")
-    return _figures(start, first, ends, counts)
+    return _figures(start, first, ends, counts, times)
 
 
 def step_ratios(engine: Any, sizes: list[int], context: int, repeats: int) -> None:
@@ -241,7 +255,7 @@ def main() -> None:
         )
         print(
             "| N | batched tok/s | serialised tok/s | llama-server -np N tok/s | batched / serialised | "
-            "batched / llama-server | vs one request: batched, llama-server | TTFT median / max: batched, serialised, "
+            "batched / llama-server | vs one request: batched (decode phase), llama-server | TTFT median / max: batched, serialised, "
             "llama-server | p95 latency: batched, serialised, llama-server |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -281,15 +295,18 @@ def _compare(batched: Any, serial: Any, tools: Any, size: int, args: Any) -> dic
             for name, run in sides[turn:] + sides[:turn]:
                 runs[name].append(run(_requests(batched, size, tools, args.tokens)))
     out = {name: _medians(found) for name, found in runs.items() if found}
-    out["ratios"] = {"vs_one": _ratio(runs["batched"], runs["one"])}
+    out["ratios"] = {
+        "vs_one": _ratio(runs["batched"], runs["one"]),
+        "decode_vs_one": _ratio(runs["batched"], runs["one"], "decode_tok_s"),
+    }
     if runs["server"]:
         out["ratios"]["server_vs_one"] = _ratio(runs["server"], runs["server_one"])
     return out
 
 
-def _ratio(runs: list[dict[str, float]], references: list[dict[str, float]]) -> float:
-    """Median over rounds of aggregate tokens/s against the same round's one request."""
-    return statistics.median(r["tok_s"] / o["tok_s"] for r, o in zip(runs, references, strict=True))
+def _ratio(runs: list[dict[str, float]], references: list[dict[str, float]], key: str = "tok_s") -> float:
+    """Median over rounds of aggregate tokens/s (``key``) against the same round's one request."""
+    return statistics.median(r[key] / o[key] for r, o in zip(runs, references, strict=True))
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -312,7 +329,7 @@ def _row(size: int, figures: dict[str, dict[str, float]]) -> str:
 
     return (
         f"| {size} | {b['tok_s']:.1f} | {s['tok_s']:.1f} | {server_tok} | {b['tok_s'] / s['tok_s']:.2f}x | "
-        f"{server_ratio} | {figures['ratios']['vs_one']:.2f}x, {server_one} | {ttft(b)}, {ttft(s)}, {ttft(v)} s | "
+        f"{server_ratio} | {figures['ratios']['vs_one']:.2f}x ({figures['ratios']['decode_vs_one']:.2f}x), {server_one} | {ttft(b)}, {ttft(s)}, {ttft(v)} s | "
         f"{p95(b)}, {p95(s)}, {p95(v)} s |"
     )
 
