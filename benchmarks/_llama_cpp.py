@@ -2,16 +2,16 @@
 
 ``completion_speed`` times one greedy completion on a running ``llama-server`` (started with
 ``tests/llama_server.py``), ``quantize`` runs ``llama-quantize`` and ``bench_decode`` runs
-``llama-bench`` as a child process whose own peak RSS is read back.
+``llama-bench`` as a child process whose peak RSS is read while it runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,19 +83,37 @@ def completion_speed(url: str, prompt_ids: Sequence[int], new_tokens: int) -> Sp
     return Speed(float(timings["prompt_per_second"]), float(timings["predicted_per_second"]))
 
 
+def _peak_rss(pid: int) -> int:
+    """VmHWM of process ``pid`` in bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_child(command: Sequence[str]) -> tuple[str, int]:
-    """Run ``command``; its stdout and its own peak RSS in bytes (``wait4``'s ``ru_maxrss``). Raises on failure."""
+    """Run ``command``; its stdout and its peak RSS in bytes. Raises on failure.
+
+    The peak is the child's VmHWM, polled while it runs: ``wait4``'s ``ru_maxrss`` would count the
+    resident memory of this (large) Python process, which the child shares from fork until its exec.
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen([str(part) for part in command], stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _peak_rss(process.pid))
+            time.sleep(0.02)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         tail = "\n".join(stderr.splitlines()[-15:])
         raise LlamaServerError(f"{Path(command[0]).name} exited with {process.returncode}:\n{tail}")
-    return stdout, int(usage.ru_maxrss) * 1024
+    return stdout, peak
 
 
 def quantize(

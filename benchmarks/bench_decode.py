@@ -5,8 +5,8 @@ Usage: ``.venv/bin/python benchmarks/bench_decode.py [--rounds 6] [--tokens 64] 
 without it the engine rows still print).
 
 Method: the embedded SmolLM2-135M is loaded once per row through ``load_engine`` (what ``ChatHermes()`` and
-``HermesLLM()`` call): ``default`` passes no quantization argument, so it is whatever the code picks for a
-user, named in the table from the loaded model; then ``"auto"``, ``"int4"``, NF4 (``"4bit"``) and bf16
+``HermesLLM()`` call): ``default`` passes the load options ``ChatHermes()`` passes when given none, so it is
+whatever the code picks for a user, named in the table from the loaded model; then ``"auto"``, ``"int4"``, NF4 (``"4bit"``) and bf16
 (no quantization, ``torch_dtype="bfloat16"``); ``--speedups`` adds NF4 and bf16 with the CPU speed-ups
 switched off one at a time. llama.cpp is a ``llama-server`` on the same GGUF with ``-t/-tb --threads``.
 Every row and llama.cpp run in interleaved rounds (each once a round, in an order shuffled every round,
@@ -93,11 +93,30 @@ class Samples:
         self.decode[context].append(speed.decode)
 
 
-def load_row(row: Row) -> Any:
-    """A ``HermesEngine`` on the embedded model, loaded as ``row`` says, with no prefix cache."""
+LOAD_OPTIONS = ("quantization", "torch_dtype", "device_map")
+
+
+def user_default_options() -> dict[str, Any]:
+    """The load options ``ChatHermes()`` passes to ``get_engine`` when the user gives none (its field defaults).
+
+    ``HermesLLM()``'s defaults are checked against them: a difference is reported, not hidden.
+    """
+    from langchain_hermes import ChatHermes
+    from llama_index_hermes import HermesLLM
+
+    chat = {name: ChatHermes.model_fields[name].default for name in LOAD_OPTIONS}
+    llm = {name: HermesLLM.model_fields[name].default for name in LOAD_OPTIONS}
+    if chat != llm:
+        print(f"note: ChatHermes() loads with {chat} but HermesLLM() with {llm}; 'default' is ChatHermes()'s")
+    return chat
+
+
+def load_row(row: Row, model: Any = None) -> Any:
+    """A ``HermesEngine`` on ``model`` (None = the embedded one) loaded as ``row`` says, with no prefix cache."""
     from hermes_core.engines.local.hermes_engine import load_engine
 
-    return load_engine(None, prefix_cache=False, progress=False, **row.options)
+    options = user_default_options() if row.name == "default" else row.options
+    return load_engine(model, prefix_cache=False, progress=False, **options)
 
 
 def engine_speed(engine: Any, request: Any, new_tokens: int) -> Speed:
