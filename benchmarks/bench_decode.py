@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import random
+import shlex
 import statistics
 import sys
 import threading
@@ -156,6 +157,9 @@ def main() -> None:
         "--rows", help="comma-separated subset of: " + ", ".join(r.name for r in ROWS + SPEEDUP_ROWS)
     )
     parser.add_argument("--no-llama", action="store_true", help="engine rows only")
+    parser.add_argument(
+        "--llama-args", default="", help='extra llama-server arguments, e.g. "--poll 0" (default none)'
+    )
     parser.add_argument("--json", help="also write the medians and ratios here")
     args = parser.parse_args()
     quiet_libraries()
@@ -187,7 +191,13 @@ def main() -> None:
     samples = {row.name: Samples() for row in chosen}
     reference = Samples()
     with (
-        llama_server(embedded_gguf_path(), parallel=1, ctx_per_slot=4096, threads=args.threads)
+        llama_server(
+            embedded_gguf_path(),
+            parallel=1,
+            ctx_per_slot=4096,
+            threads=args.threads,
+            extra_args=shlex.split(args.llama_args),
+        )
         if reason is None
         else contextlib.nullcontext() as url
     ):
