@@ -430,6 +430,10 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
+    if args.probe:  # a child of probe_peak: load one row, decode, report the peak, nothing else
+        load_runner(args.probe, Path(args.probe_dir), 4)
+        print(json.dumps({"peak": peak_rss_bytes()}))
+        return
     print(
         f"bench_real_sizes: {args.tokens} tokens after {PROMPT_TOKENS}, {args.rounds} rounds, threads {args.threads}"
     )
