@@ -164,3 +164,56 @@ def env_megabytes(name: str, default_mb: int) -> int:
     if not math.isfinite(megabytes) or megabytes < 0:
         raise UnsupportedOptionError(f"{name} must be a size in MiB (e.g. 512), got {text!r}.")
     return int(megabytes * 1024 * 1024)
+
+
+SERVER_ONLY_OPTIONS = ("api_key", "timeout", "max_retries", "dialect")
+"""Options that only mean something with ``base_url`` (a model on a server)."""
+LOCAL_ONLY_OPTIONS = ("quantization", "device_map", "torch_dtype")
+"""Options that only mean something for a model loaded here."""
+
+
+def check_placement(owner: str, options: Mapping[str, Any]) -> None:
+    """Refuse server options for a local model and load options for a model on a server, naming why.
+
+    ``owner`` names the class the options were given to (``ChatHermes``, ``HermesLLM``).
+    """
+    remote = options.get("base_url") is not None
+    for name in LOCAL_ONLY_OPTIONS if remote else SERVER_ONLY_OPTIONS:
+        if options.get(name) is not None:
+            where = (
+                "only to a local model; the server at base_url loads its own weights"
+                if remote
+                else "only with base_url (a model on a server); the model runs locally"
+            )
+            raise UnsupportedOptionError(f"{owner}: {name!r} applies {where}. Remove it.")
+
+
+def engine_load_options(settings: Any) -> dict[str, Any]:
+    """The ``get_engine`` options an adapter's settings select, only those set, so equal setups share one engine.
+
+    ``settings`` has the adapters' fields (``base_url``, ``dialect``, ``api_key`` (a string or pydantic
+    ``SecretStr``), ``timeout``, ``max_retries``, ``variant``, ``quantization``, ``device_map``,
+    ``torch_dtype``, ``prefix_cache``).
+    """
+    if settings.base_url is not None:
+        api_key = settings.api_key
+        remote = {
+            "base_url": settings.base_url,
+            "dialect": settings.dialect,
+            "api_key": api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key,
+            "timeout": settings.timeout,
+            "max_retries": settings.max_retries,
+            "variant": None if settings.variant == "auto" else settings.variant,
+        }
+        return {name: value for name, value in remote.items() if value is not None}
+    local = {
+        "quantization": settings.quantization,
+        "device_map": settings.device_map,
+        "torch_dtype": settings.torch_dtype,
+    }
+    options = {name: value for name, value in local.items() if value is not None}
+    if not settings.prefix_cache:
+        options["prefix_cache"] = False
+    if settings.variant != "auto":
+        options["variant"] = settings.variant
+    return options

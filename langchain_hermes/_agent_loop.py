@@ -17,7 +17,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables.config import var_child_runnable_config
 
 from hermes_core.format.rejected_calls import stand_in_calls
-from hermes_core.types import GenerationResult
+from hermes_core.types import GenerationResult, StreamEvent
 from langchain_hermes._chunks import ChunkBuilder
 from langchain_hermes._messages import to_lc_tool_call
 
@@ -50,3 +50,10 @@ class AgentChunkBuilder(ChunkBuilder):
             self._call(call.name, json.dumps(call.arguments, ensure_ascii=False), call.id, first + offset)
             for offset, call in enumerate(stand_ins)
         ]
+
+    def chunks(self, event: StreamEvent, agent_loop: bool) -> list[ChatGenerationChunk]:
+        """The chunks of one stream event; in an agent loop the stand-in calls come before the last one."""
+        ending = agent_loop and event.type == "end" and event.result is not None
+        chunks = self.stand_in_chunks(event.result) if ending else []  # type: ignore[arg-type]
+        chunk = self.chunk(event)
+        return [*chunks, chunk] if chunk is not None else chunks

@@ -22,16 +22,18 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator,
 
 from hermes_core.engines.local.loading import EMBEDDED_NAME
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.options import check_load_options, check_request_options
+from hermes_core.options import (
+    check_load_options,
+    check_placement,
+    check_request_options,
+    engine_load_options,
+)
 from langchain_hermes._agent_loop import AgentChunkBuilder, in_langgraph_node, with_stand_ins
 from langchain_hermes._messages import PROVIDER, restore_call_errors, to_ai_message, to_core_messages
 from langchain_hermes._options import check_options, check_response_format, engine_options, request_options
 from langchain_hermes._profile import hermes_profile, token_limits
 from langchain_hermes._structured import StructuredMethod, structured_output_runnable
 from langchain_hermes._tools import ToolLike, check_flag, check_tool_choice, convert_tools
-
-_SERVER_ONLY = ("api_key", "timeout", "max_retries", "dialect")
-_LOCAL_ONLY = ("quantization", "device_map", "torch_dtype")
 
 
 class ChatHermes(BaseChatModel):
@@ -110,19 +112,11 @@ class ChatHermes(BaseChatModel):
         """Name arguments that do not apply to a local model (instead of silently ignoring them)."""
         if not isinstance(values, dict):
             return values
-        remote = values.get("base_url") is not None
-        if remote and values.get("engine") is not None:
+        if values.get("base_url") is not None and values.get("engine") is not None:
             raise ValueError(
                 "ChatHermes got engine= and base_url=; pass one of them (the engine already runs)."
             )
-        for key in _SERVER_ONLY if not remote else _LOCAL_ONLY:
-            if values.get(key) is not None:
-                reason = (
-                    f"{key!r} applies only with base_url (a model on a server); the model runs locally"
-                    if not remote
-                    else f"{key!r} applies only to a local model; the server at base_url loads its own weights"
-                )
-                raise ValueError(f"ChatHermes: {reason}. Remove it.")
+        check_placement("ChatHermes", values)
         known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -194,27 +188,7 @@ class ChatHermes(BaseChatModel):
     # ----------------------------------------------------------------- engine
     def _load_options(self) -> dict[str, Any]:
         """Options that select the shared engine (only those set, so equal setups share one)."""
-        if self.base_url is not None:
-            remote = {
-                "base_url": self.base_url,
-                "dialect": self.dialect,
-                "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
-                "timeout": self.timeout,
-                "max_retries": self.max_retries,
-                "variant": None if self.variant == "auto" else self.variant,
-            }
-            return {key: value for key, value in remote.items() if value is not None}
-        options = {
-            "quantization": self.quantization,
-            "device_map": self.device_map,
-            "torch_dtype": self.torch_dtype,
-        }
-        options = {key: value for key, value in options.items() if value is not None}
-        if not self.prefix_cache:
-            options["prefix_cache"] = False
-        if self.variant != "auto":
-            options["variant"] = self.variant
-        return options
+        return engine_load_options(self)
 
     def _get_engine(self, model: str | None = None) -> Any:
         """The engine for this model (loaded once per process on first use), or for ``model`` if given."""
@@ -313,11 +287,7 @@ class ChatHermes(BaseChatModel):
         builder = AgentChunkBuilder(v1=self.output_version == "v1")
         agent_loop = in_langgraph_node()
         for event in engine.stream(to_core_messages(messages), **options):
-            if agent_loop and event.type == "end" and event.result is not None:
-                yield from builder.stand_in_chunks(event.result)
-            chunk = builder.chunk(event)
-            if chunk is not None:
-                yield chunk
+            yield from builder.chunks(event, agent_loop)
 
     async def _astream(
         self,
@@ -331,11 +301,7 @@ class ChatHermes(BaseChatModel):
         builder = AgentChunkBuilder(v1=self.output_version == "v1")
         agent_loop = in_langgraph_node()
         async for event in engine.astream(to_core_messages(messages), **options):
-            if agent_loop and event.type == "end" and event.result is not None:
-                for stand_in in builder.stand_in_chunks(event.result):
-                    yield stand_in
-            chunk = builder.chunk(event)
-            if chunk is not None:
+            for chunk in builder.chunks(event, agent_loop):
                 yield chunk
 
     def get_token_ids(self, text: str) -> list[int]:

@@ -43,7 +43,12 @@ from llama_index.core.types import PydanticProgramMode
 
 from hermes_core.errors import UnsupportedOptionError
 from hermes_core.frontend import REQUEST_OPTIONS
-from hermes_core.options import check_load_options, check_request_options
+from hermes_core.options import (
+    check_load_options,
+    check_placement,
+    check_request_options,
+    engine_load_options,
+)
 from llama_index_hermes._agent_loop import stand_in_selections
 from llama_index_hermes._messages import chat_response, to_core_messages
 from llama_index_hermes._model_info import fallback_context_window, model_label, peek_context_window
@@ -66,21 +71,6 @@ dispatcher = instrument.get_dispatcher(__name__)
 
 # Per-call options ``chat`` & co. accept: exactly the engine's per-request options.
 CALL_OPTIONS = REQUEST_OPTIONS
-_SERVER_ONLY = ("api_key", "timeout", "max_retries", "dialect")
-_LOCAL_ONLY = ("quantization", "device_map", "torch_dtype")
-
-
-def _check_placement(kwargs: dict[str, Any]) -> None:
-    """Refuse server options for a local model and load options for a model on a server, naming why."""
-    remote = kwargs.get("base_url") is not None
-    for name in _LOCAL_ONLY if remote else _SERVER_ONLY:
-        if kwargs.get(name) is not None:
-            where = (
-                "only to a local model; the server at base_url loads its own weights"
-                if remote
-                else "only with base_url (a model on a server); the model runs locally"
-            )
-            raise UnsupportedOptionError(f"HermesLLM: {name!r} applies {where}. Remove it.")
 
 
 class HermesLLM(FunctionCallingLLM):
@@ -168,7 +158,7 @@ class HermesLLM(FunctionCallingLLM):
                     f"HermesLLM got engine= together with {given}; an engine is already loaded, so pass "
                     "either engine= or the model and its load options, not both."
                 )
-        _check_placement(kwargs)
+        check_placement("HermesLLM", kwargs)
         check_load_options(kwargs)
         check_request_options(kwargs)
         super().__init__(model=model, **kwargs)
@@ -181,27 +171,7 @@ class HermesLLM(FunctionCallingLLM):
     # ------------------------------------------------------------------ engine
     def _load_options(self) -> dict[str, Any]:
         """Only the load options the user set, so equal settings share one cached engine."""
-        if self.base_url is not None:
-            remote = {
-                "base_url": self.base_url,
-                "dialect": self.dialect,
-                "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
-                "timeout": self.timeout,
-                "max_retries": self.max_retries,
-                "variant": None if self.variant == "auto" else self.variant,
-            }
-            return {name: value for name, value in remote.items() if value is not None}
-        options = {
-            "quantization": self.quantization,
-            "device_map": self.device_map,
-            "torch_dtype": self.torch_dtype,
-        }
-        options = {name: value for name, value in options.items() if value is not None}
-        if not self.prefix_cache:
-            options["prefix_cache"] = False
-        if self.variant != "auto":
-            options["variant"] = self.variant
-        return options
+        return engine_load_options(self)
 
     @property
     def engine(self) -> HermesEngine:

@@ -20,7 +20,10 @@ Decisions where the format leaves a choice:
   cache shares it across different caller system prompts. Several leading system messages are joined by a
   blank line; a system message later in the conversation is rendered in place as its own system turn.
 - Tool calls and tool responses are written with ``json.dumps(..., ensure_ascii=False)`` (as the model
-  emits them and as HF's ``tojson`` writes them); the ``<tools>`` lines use plain ``json.dumps``.
+  emits them and as HF's ``tojson`` writes them); the ``<tools>`` lines use plain ``json.dumps``. In all
+  of them, and in rejected attempts and raw tool results, the ``<`` of a Hermes tag (``<tool_call>``,
+  ``</tool_response>``, ...) is written ``\\u003c`` (``prompts.escape_structure_tags``): an argument or
+  result copied from untrusted text cannot close its block or open a call as text. Other text is unchanged.
 - A tool result that is a string holding a JSON object or array is embedded as that JSON value (so
   ``'{"temp": 21}'`` reads as ``"content": {"temp": 21}``, like the seed's dict); any other string stays
   a JSON string; non-string values are embedded as JSON (unserialisable leaves via ``str``).
@@ -50,7 +53,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hermes_core.errors import UnsupportedOptionError
-from hermes_core.format.prompts import PromptSegment, answer_schema_prompt_segments, response_schema
+from hermes_core.format.prompts import (
+    PromptSegment,
+    answer_schema_prompt_segments,
+    embedded_payload,
+    escape_structure_tags,
+    response_schema,
+)
 from hermes_core.format.rejected_calls import is_stand_in, rejection_response
 from hermes_core.format.tool_specs import to_tool_specs
 from hermes_core.format.variants import THINK, ChatVariant, ReasoningBlock, get_variant, raw_tool_content
@@ -264,11 +273,11 @@ def _assistant_body(msg: Message, index: int) -> list[PromptSegment]:
         out.append(_c(text))
     rejected_ids = {attempt.id for attempt in msg.invalid_tool_calls}
     payloads = [
-        json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False, default=str)
+        embedded_payload({"name": call.name, "arguments": call.arguments})
         for call in msg.tool_calls
         if not is_stand_in(call, rejected_ids)
     ]
-    payloads += [attempt.raw for attempt in msg.invalid_tool_calls]
+    payloads += [escape_structure_tags(attempt.raw) for attempt in msg.invalid_tool_calls]
     for n, payload in enumerate(payloads):
         if n or text:
             out.append(_s("\n"))
@@ -287,7 +296,7 @@ def _rejection(attempt: InvalidToolCall, chat: ChatVariant) -> tuple[list[Prompt
     raw = raw_tool_content(response["content"])
     if not chat.names_tool_results():
         return [], raw
-    payload = json.dumps(response, ensure_ascii=False, default=str)
+    payload = embedded_payload(response)
     return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")], raw
 
 
@@ -299,9 +308,7 @@ def _tool_response(msg: Message, index: int, call_names: dict[str, str]) -> list
             f"Tool message #{index} (tool_call_id={msg.tool_call_id!r}) names no tool and answers no earlier "
             "assistant tool call; set its name or keep the assistant message that made the call."
         )
-    payload = json.dumps(
-        {"name": name, "content": _tool_content(msg.content)}, ensure_ascii=False, default=str
-    )
+    payload = embedded_payload({"name": name, "content": _tool_content(msg.content)})
     return [_s("<tool_response>\n"), _c(payload), _s("\n</tool_response>")]
 
 

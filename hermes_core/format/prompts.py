@@ -77,6 +77,12 @@ def embedded_json(value: Any) -> str:
     return escape_structure_tags(json.dumps(value))
 
 
+def embedded_payload(value: Any) -> str:
+    """A call or tool result as the renderer embeds it: ``json.dumps(..., ensure_ascii=False)`` (as the model
+    emits it and HF's ``tojson`` writes it; unserialisable leaves via ``str``), structure tags escaped."""
+    return escape_structure_tags(json.dumps(value, ensure_ascii=False, default=str))
+
+
 def tools_system_prompt_segments(tools: Sequence[Any]) -> list[PromptSegment]:
     """Segments of the seed's function-calling system prompt: one ``json.dumps(spec)`` line per tool."""
     from hermes_core.format.tool_specs import to_tool_specs
@@ -141,6 +147,6 @@ def answer_schema_prompt_segments(schema: Any) -> list[PromptSegment]:
     """
     return [
         PromptSegment(ANSWER_PROMPT_HEAD, True),
-        PromptSegment(json.dumps(response_schema(schema)), False),
+        PromptSegment(embedded_json(response_schema(schema)), False),
         PromptSegment(JSON_PROMPT_TAIL, True),
     ]

@@ -219,12 +219,7 @@ def _from_typeddict(td: type) -> dict[str, Any]:
 
     name = _check_name(td.__name__, f"TypedDict {td.__qualname__}")
     doc = parse_docstring(_own_doc(td))
-    try:
-        hints = typing.get_type_hints(td, include_extras=True)
-    except Exception as exc:
-        raise ToolSpecError(
-            f"Cannot resolve the type hints of TypedDict {name!r} ({_first_line(exc)}); import the hinted types at module level."
-        ) from None
+    hints = _type_hints(td, f"TypedDict {name!r}")
     required = set(getattr(td, "__required_keys__", hints))
     for key, annotation in hints.items():  # string annotations hide NotRequired from __required_keys__
         marker = getattr(typing.get_origin(annotation), "_name", None)
@@ -281,12 +276,7 @@ def _from_function(fn: Callable[..., Any]) -> dict[str, Any]:
         raise ToolSpecError(
             f"Cannot read the signature of {fname!r}; wrap it in a def with typed parameters."
         ) from None
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as exc:
-        raise ToolSpecError(
-            f"Cannot resolve the type hints of {fname!r} ({_first_line(exc)}); import the hinted types at module level."
-        ) from None
+    hints = _type_hints(fn, repr(fname))
     doc = parse_docstring(inspect.getdoc(fn))
     fields: dict[str, Any] = {}
     for index, (pname, param) in enumerate(signature.parameters.items()):
@@ -333,6 +323,16 @@ def _annotated_text(annotation: Any) -> str | None:
         return None
     texts = [meta for meta in typing.get_args(annotation)[1:] if isinstance(meta, str) and meta.strip()]
     return texts[-1].strip() if texts else None
+
+
+def _type_hints(obj: Any, what: str) -> dict[str, Any]:
+    """``obj``'s type hints, ``Annotated`` kept; a ``ToolSpecError`` naming ``what`` if one cannot be resolved."""
+    try:
+        return typing.get_type_hints(obj, include_extras=True)
+    except Exception as exc:
+        raise ToolSpecError(
+            f"Cannot resolve the type hints of {what} ({_first_line(exc)}); import the hinted types at module level."
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from hermes_core.errors import ModelLoadError, UnsupportedOptionError
 from hermes_core.format.prompts import (
     PromptSegment,
+    embedded_payload,
     escape_structure_tags,
     json_schema_system_prompt_segments,
     tools_system_prompt_segments,
@@ -114,12 +115,14 @@ def _joined(parts: Sequence[list[PromptSegment]], separator: str = "\n\n") -> li
 
 
 def raw_tool_content(content: Any) -> str:
-    """A tool result as the templates write it: a string as is, anything else as JSON."""
+    """A tool result as the templates write it: a string as is, anything else as JSON; either way with the
+    ``<`` of a Hermes tag written ``\\u003c`` (``escape_structure_tags``), so a result cannot close its
+    ``<tool_response>`` block or open a call as text."""
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
-    return json.dumps(content, ensure_ascii=False, default=str)
+        return escape_structure_tags(content)
+    return embedded_payload(content)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,16 @@ class Case:
     seed: int | None = None
     reasoning_budget: int | None = None
 
+    @property
+    def generation(self) -> dict[str, Any]:
+        """The generation settings every driver passes the same way (to the engine call or the adapter)."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "reasoning_budget": self.reasoning_budget,
+        }
+
 
 CASES = [
     Case(

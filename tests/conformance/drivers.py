@@ -46,10 +46,7 @@ def run_engine(engine: Any, case: Case, stream: bool) -> Outcome:
         "tool_choice": case.tool_choice,
         "parallel_tool_calls": case.parallel_tool_calls,
         "response_format": case.response_format,
-        "max_new_tokens": case.max_new_tokens,
-        "temperature": case.temperature,
-        "seed": case.seed,
-        "reasoning_budget": case.reasoning_budget,
+        **case.generation,
     }
     if stream:
         events = list(engine.stream(messages, **options))
@@ -80,13 +77,7 @@ def run_langchain(engine: Any, case: Case, stream: bool) -> Outcome:
             messages.append(ToolMessage(content=m["content"], tool_call_id=m["tool_call_id"]))
         else:
             messages.append(kinds[m["role"]](content=m["content"]))
-    model: Any = ChatHermes(
-        engine=engine,
-        max_new_tokens=case.max_new_tokens,
-        temperature=case.temperature,
-        seed=case.seed,
-        reasoning_budget=case.reasoning_budget,
-    )
+    model: Any = ChatHermes(engine=engine, **case.generation)
     if case.tools:
         model = model.bind_tools(
             case.tools, tool_choice=case.tool_choice, parallel_tool_calls=case.parallel_tool_calls
@@ -128,13 +119,7 @@ def run_llama_index(engine: Any, case: Case, stream: bool) -> Outcome:
             messages.append(ChatMessage(role="tool", content=m["content"], additional_kwargs=extra))
         else:
             messages.append(ChatMessage(role=m["role"], content=m["content"]))
-    llm = HermesLLM(
-        engine=engine,
-        max_new_tokens=case.max_new_tokens,
-        temperature=case.temperature,
-        seed=case.seed,
-        reasoning_budget=case.reasoning_budget,
-    )
+    llm = HermesLLM(engine=engine, **case.generation)
     if case.tools:
         kwargs = {"chat_history": messages, "allow_parallel_tool_calls": case.parallel_tool_calls}
         if case.tool_choice is not None:

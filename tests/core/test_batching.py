@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import threading
+import time
 from pathlib import Path
 
 import jsonschema
@@ -396,3 +397,29 @@ def test_exit_during_a_generation_stops_the_scheduler_first(tiny_model_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "scheduler alive at exit: []" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "terminate called" not in proc.stderr
+
+
+def test_drain_cancels_a_request_that_is_still_prefilling(tiny_model_dir):
+    """Exit's drain cancels every request the scheduler holds, one still prefilling in pieces too (it was
+    missed: it then prefilled and decoded on while the interpreter shut down under it)."""
+    hermes = load_engine(str(tiny_model_dir), torch_dtype=torch.float32, prefill_chunk_tokens=2)
+    local = hermes.engine
+    decoding, long_prompt = _raw_requests(2, max_new_tokens=1000)
+    long_prompt = dataclasses.replace(long_prompt, prompt_ids=(long_prompt.prompt_ids * 40)[:1000])
+    first_token = threading.Event()
+    finals: dict[str, object] = {}
+
+    def run(name, request, on_token=None):
+        finals[name] = local.run(request, on_token)
+
+    threads = [threading.Thread(target=run, args=("decoding", decoding, lambda token: first_token.set()))]
+    threads[0].start()
+    assert first_token.wait(60)
+    threads.append(threading.Thread(target=run, args=("prefilling", long_prompt)))
+    threads[1].start()
+    time.sleep(0.3)  # 500 two-token pieces, one per decode step: well inside its prefill
+    local.scheduler.drain(timeout=30)
+    for thread in threads:
+        thread.join(30)
+    assert finals["decoding"].finish_reason == "cancelled"
+    assert finals["prefilling"].finish_reason == "cancelled"  # not "length" after 1000 more tokens

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hermes_core import HermesEngine, Message, UnsupportedOptionError, load_engine
+from tests.loop_ticks import ticks_while
 
 WEATHER_TOOL = {
     "type": "function",
@@ -351,20 +352,11 @@ def test_concurrent_callers_do_not_interleave(engine):
 
 
 async def test_async_generate_and_stream_do_not_block_the_loop(engine):
-    ticks = 0
-    done = asyncio.Event()
+    async def both():
+        result = await engine.agenerate(ASK, max_new_tokens=40, constrained=False)
+        return result, [e async for e in engine.astream(ASK, max_new_tokens=40, constrained=False)]
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.001)
-
-    task = asyncio.create_task(ticker())
-    result = await engine.agenerate(ASK, max_new_tokens=40, constrained=False)
-    events = [e async for e in engine.astream(ASK, max_new_tokens=40, constrained=False)]
-    done.set()
-    await task
+    (result, events), ticks = await ticks_while(both())
     assert ticks > 5
     assert events[-1].type == "end"
     assert events[-1].result.raw_text == result.raw_text

@@ -430,3 +430,19 @@ def test_unhashable_objects_still_work_or_fail_clearly():
     assert to_tool_spec(Unhashable().run)["function"]["name"] == "run"
     with pytest.raises(ToolSpecError, match="pass a function"):
         to_tool_spec([1, 2])
+
+
+def test_unresolvable_type_hints_are_named_for_functions_and_typeddicts() -> None:
+    def find(item: UndefinedHint) -> str:  # noqa: F821
+        """Find an item."""
+        return ""
+
+    class Query(TypedDict):
+        """A query."""
+
+        item: UndefinedHint  # noqa: F821
+
+    with pytest.raises(ToolSpecError, match=r"type hints of 'find' \(.*UndefinedHint.*\); import the hinted"):
+        to_tool_spec(find)
+    with pytest.raises(ToolSpecError, match=r"type hints of TypedDict 'Query' \(.*UndefinedHint.*\); import"):
+        to_tool_spec(Query)

@@ -6,7 +6,6 @@ The tiny model's weights are random, so it never makes a valid call on its own (
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 
 from hermes_core import UnsupportedOptionError, get_engine
 from langchain_hermes import ChatHermes
+from tests.loop_ticks import ticks_while
 
 
 @tool
@@ -144,20 +144,11 @@ def test_sampling_with_a_seed_is_reproducible(tiny_llm):
 
 async def test_async_invoke_and_stream_match_sync_without_blocking_the_loop(tiny_llm):
     bound = tiny_llm.bind_tools(TOOLS, tool_choice="any")
-    ticks = 0
-    done = asyncio.Event()
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.001)
+    async def both():
+        return await bound.ainvoke(ASK), [chunk async for chunk in bound.astream(ASK)]
 
-    task = asyncio.create_task(ticker())
-    whole = await bound.ainvoke(ASK)
-    chunks = [chunk async for chunk in bound.astream(ASK)]
-    done.set()
-    await task
+    (whole, chunks), ticks = await ticks_while(both())
     assert ticks > 5
     assert _without_ids(whole) == _without_ids(bound.invoke(ASK))
     assert _without_ids(_sum(chunks)) == _without_ids(whole)

@@ -18,18 +18,12 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from langchain_hermes import ChatHermes
 
 
-class TestChatHermesUnit(ChatModelUnitTests):
-    """Construction, binding and tracing parameters: no model is loaded."""
+class _ChatHermesCapabilities:
+    """What both suites are told about ``ChatHermes``: the class, and the capabilities it has."""
 
     @property
     def chat_model_class(self) -> type[ChatHermes]:
         return ChatHermes
-
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # api_key / timeout / max_retries apply only with base_url (a model on a server); without it
-        # ChatHermes refuses them with a clear error (tested in test_binding.py).
-        return {"temperature": 0, "max_tokens": 100, "stop": []}
 
     @property
     def has_tool_choice(self) -> bool:
@@ -42,6 +36,16 @@ class TestChatHermesUnit(ChatModelUnitTests):
     @property
     def supports_json_mode(self) -> bool:
         return True
+
+
+class TestChatHermesUnit(_ChatHermesCapabilities, ChatModelUnitTests):
+    """Construction, binding and tracing parameters: no model is loaded."""
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # api_key / timeout / max_retries apply only with base_url (a model on a server); without it
+        # ChatHermes refuses them with a clear error (tested in test_binding.py).
+        return {"temperature": 0, "max_tokens": 100, "stop": []}
 
     @property
     def model_override_value(self) -> str:
@@ -66,28 +70,12 @@ def _override_model_parent() -> Path:
 
 
 @pytest.mark.slow
-class TestChatHermesIntegration(ChatModelIntegrationTests):
+class TestChatHermesIntegration(_ChatHermesCapabilities, ChatModelIntegrationTests):
     """The full integration suite on the embedded model, with one plain ``max_tokens`` for every test."""
-
-    @property
-    def chat_model_class(self) -> type[ChatHermes]:
-        return ChatHermes
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"max_tokens": MAX_TOKENS}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
 
     @property
     def returns_usage_metadata(self) -> bool:

@@ -6,7 +6,6 @@ schema-valid arguments, stream == non-stream, usage, callbacks), never wording.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import jsonschema
@@ -16,6 +15,7 @@ from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugH
 
 from hermes_core.errors import UnsupportedOptionError
 from llama_index_hermes import HermesLLM
+from tests.loop_ticks import ticks_while
 
 USER = [ChatMessage(role="user", content="What is the weather in Paris?")]
 # The tiny model's greedy free text is only newlines (which the core trims away); seeded sampling
@@ -171,24 +171,14 @@ async def test_async_endpoints_match_sync(tiny_llm, weather_tools) -> None:
     assert (chunks[-1].message.content, _calls(chunks[-1])) == (whole.message.content, _calls(whole))
 
 
-async def _ticks_while(awaitable) -> tuple[object, int]:
-    """Run ``awaitable`` as a task and count how often the loop got control back meanwhile."""
-    task = asyncio.ensure_future(awaitable)
-    ticks = 0
-    while not task.done():
-        ticks += 1
-        await asyncio.sleep(0.001)
-    return task.result(), ticks
-
-
 async def test_async_never_blocks_the_loop(tiny_llm) -> None:
-    response, ticks = await _ticks_while(tiny_llm.achat(USER, max_new_tokens=48, **SAMPLED))
+    response, ticks = await ticks_while(tiny_llm.achat(USER, max_new_tokens=48, **SAMPLED))
     assert isinstance(response, ChatResponse) and ticks > 3
 
     async def consume() -> list[ChatResponse]:
         return [chunk async for chunk in await tiny_llm.astream_chat(USER, max_new_tokens=48, **SAMPLED)]
 
-    chunks, ticks = await _ticks_while(consume())
+    chunks, ticks = await ticks_while(consume())
     assert chunks and ticks > 3
 
 

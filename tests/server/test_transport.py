@@ -254,3 +254,53 @@ async def test_async_streams_share_one_pool_per_event_loop(scripted) -> None:
     second = [o async for o in engine.agenerate(_request(engine))]
     assert first[-1].finish_reason == second[-1].finish_reason == "stop"
     assert len(engine.transport._async_clients) == 1
+
+
+class _Broken(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that sends ``head`` and then fails with ``error`` (read sync or async)."""
+
+    def __init__(self, head: bytes, error: Exception) -> None:
+        self.head, self.error = head, error
+
+    def __iter__(self):
+        yield self.head
+        raise self.error
+
+    async def __aiter__(self):
+        yield self.head
+        raise self.error
+
+
+async def _atext(engine: ServerEngine, request: GenerationRequest) -> tuple[str, Any]:
+    outputs = [output async for output in engine.agenerate(request)]
+    ids = [t for o in outputs for t in o.token_ids]
+    return engine.tokenizer.decode(ids), outputs[-1]
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (httpx.ReadError("connection reset"), r"connection to the .* broke during /v1/completions .*retry"),
+        (httpx.ReadTimeout("slow"), r"sent nothing for 600.0 s \(ReadTimeout\).*raise timeout="),
+    ],
+)
+async def test_a_stream_broken_midway_is_one_line_sync_and_async(scripted, error, message) -> None:
+    first = _sse({"choices": [{"index": 0, "token_ids": [5], "finish_reason": None}]}, done=False)
+    scripted.generate = lambda body: httpx.Response(200, stream=_Broken(first, error))
+    engine = scripted.engine()
+    with pytest.raises(ServerError, match=message):
+        _text(engine, _request(engine))
+    with pytest.raises(ServerError, match=message):
+        await _atext(engine, _request(engine))
+
+
+async def test_a_last_event_without_its_blank_line_is_read_sync_and_async(scripted) -> None:
+    ids = scripted.tokenizer("Hi", add_special_tokens=False)["input_ids"]
+    body = _sse({"choices": [{"index": 0, "token_ids": ids, "finish_reason": None}]}, done=False)
+    body += b'data: {"choices": [{"index": 0, "token_ids": [], "finish_reason": "length"}]}'
+    scripted.generate = lambda b: httpx.Response(200, content=body)
+    engine = scripted.engine()
+    assert _text(engine, _request(engine))[0] == "Hi"
+    assert _text(engine, _request(engine))[1].finish_reason == "length"
+    text, final = await _atext(engine, _request(engine))
+    assert text == "Hi" and final.finish_reason == "length"

@@ -114,7 +114,9 @@ class Scheduler:
         """Cancel every request and wait up to ``timeout`` s for the scheduler thread to leave torch."""
         with self._condition:
             thread = self._thread if self._running else None
-            for submission in [row.submission for row in self._rows] + list(self._waiting):
+            held = [row.submission for row in [*self._rows, *self._fusing]] + list(self._waiting)
+            held += [joining.submission for joining in self._joining]  # still prefilling: cancel them too
+            for submission in held:
                 submission.request.cancel.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)

@@ -145,3 +145,31 @@ def tokenize_or_none(transport: Transport, path: str, body: dict[str, Any]) -> l
         raise
     tokens = answer.get("tokens") if isinstance(answer, dict) else None
     return [int(t) for t in tokens] if isinstance(tokens, list) else None
+
+
+BANNED_BIAS = -100.0
+"""OpenAI's strongest negative logit bias: the token is never sampled."""
+
+
+def banned_bias(token_ids: list[int]) -> dict[str, float]:
+    """An OpenAI-style ``logit_bias`` (vLLM, SGLang) that bans ``token_ids``."""
+    return {str(token): BANNED_BIAS for token in token_ids}
+
+
+def sampling_params(request: GenerationRequest) -> dict[str, Any]:
+    """The sampling parameters vLLM and SGLang share (vLLM's ``SamplingParams`` names), every one explicit
+    so the server's defaults cannot change a reply; special tokens stay in the stream, as ids and as text."""
+    return {
+        "temperature": request.temperature,
+        "top_p": request.top_p if request.top_p is not None else 1.0,
+        "min_p": 0.0,
+        "repetition_penalty": request.repetition_penalty if request.repetition_penalty is not None else 1.0,
+        "stop_token_ids": list(request.stop_token_ids),
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+    }
+
+
+def finish_reason(reason: Any) -> str:
+    """A server's finish reason as a ``Step``'s: ``length``, ``abort``, else ``stop``."""
+    return reason if reason in ("length", "abort") else "stop"

@@ -104,6 +104,27 @@ class Transport:
             )
         return ServerHTTPError(text, status)
 
+    def _send_failed(self, error: Exception, attempt: int) -> None:
+        """Raise for a request that could not be sent, unless it is retried (a retried failure, attempts left)."""
+        if isinstance(error, _RETRIED):
+            if attempt >= self.max_retries:
+                raise self._unreachable(error, attempt + 1) from error
+            return
+        raise self._timed_out(error) from error
+
+    @contextlib.contextmanager
+    def _stream_errors(self, path: str) -> Iterator[None]:
+        """Turn a timeout or a broken connection while a response is read into a one-line ``ServerError``."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise self._timed_out(exc) from exc
+        except httpx.TransportError as exc:
+            raise ServerError(
+                f"The connection to the {self.server} at {self.base_url} broke during {path} "
+                f"({type(exc).__name__}: {exc}); retry the request."
+            ) from exc
+
     def _delay(self, attempt: int) -> float:
         return self.backoff * (2**attempt)
 
@@ -131,11 +152,8 @@ class Transport:
             try:
                 request = self.client.build_request(method, path, json=body, headers=headers)
                 response = self.client.send(request, stream=True)
-            except _RETRIED as exc:
-                if attempt >= self.max_retries:
-                    raise self._unreachable(exc, attempt + 1) from exc
-            except httpx.TimeoutException as exc:
-                raise self._timed_out(exc) from exc
+            except (*_RETRIED, httpx.TimeoutException) as exc:
+                self._send_failed(exc, attempt)
             else:
                 if response.status_code == 503 and attempt < self.max_retries:
                     response.close()
@@ -146,14 +164,8 @@ class Transport:
                         response.close()
                 else:
                     try:
-                        yield response
-                    except httpx.TimeoutException as exc:
-                        raise self._timed_out(exc) from exc
-                    except httpx.TransportError as exc:
-                        raise ServerError(
-                            f"The connection to the {self.server} at {self.base_url} broke during {path} "
-                            f"({type(exc).__name__}: {exc}); retry the request."
-                        ) from exc
+                        with self._stream_errors(path):
+                            yield response
                     finally:
                         response.close()
                     return
@@ -190,11 +202,8 @@ class Transport:
             try:
                 request = client.build_request(method, path, json=body, headers=headers)
                 response = await client.send(request, stream=True)
-            except _RETRIED as exc:
-                if attempt >= self.max_retries:
-                    raise self._unreachable(exc, attempt + 1) from exc
-            except httpx.TimeoutException as exc:
-                raise self._timed_out(exc) from exc
+            except (*_RETRIED, httpx.TimeoutException) as exc:
+                self._send_failed(exc, attempt)
             else:
                 if response.status_code == 503 and attempt < self.max_retries:
                     await response.aclose()
@@ -205,14 +214,8 @@ class Transport:
                         await response.aclose()
                 else:
                     try:
-                        yield response
-                    except httpx.TimeoutException as exc:
-                        raise self._timed_out(exc) from exc
-                    except httpx.TransportError as exc:
-                        raise ServerError(
-                            f"The connection to the {self.server} at {self.base_url} broke during {path} "
-                            f"({type(exc).__name__}: {exc}); retry the request."
-                        ) from exc
+                        with self._stream_errors(path):
+                            yield response
                     finally:
                         await response.aclose()
                     return
@@ -287,47 +290,52 @@ def _status_of(error: Any) -> int:
     return 500
 
 
-def _sse(lines: Iterator[str], transport: Transport, path: str) -> Iterator[dict[str, Any]]:
-    """Server-sent events: ``data:`` lines joined per event; comments (``:``) and other fields skipped.
+class _EventReader:
+    """Server-sent events, line by line: ``data:`` lines joined per event; comments (``:``) and other fields
+    skipped. After ``[DONE]`` the rest of the body is read (and ignored), so the connection can be reused."""
 
-    After ``[DONE]`` the rest of the body is read (and ignored), so the connection can be reused.
-    """
-    data: list[str] = []
-    done = False
-    for line in lines:
-        if done:
-            continue
+    def __init__(self, transport: Transport, path: str) -> None:
+        self.transport = transport
+        self.path = path
+        self.data: list[str] = []
+        self.done = False
+
+    def line(self, line: str) -> dict[str, Any] | None:
+        """The event ``line`` completes, if any."""
+        if self.done:
+            return None
         if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-            continue
-        if line or not data:
-            continue  # a comment/ping, another field, or a blank line between events
-        event = _event("\n".join(data), transport, path)
-        data = []
-        if event is None:
-            done = True
-            continue
-        yield event
-    if data and not done and (event := _event("\n".join(data), transport, path)) is not None:
+            self.data.append(line[5:].removeprefix(" "))
+            return None
+        if line or not self.data:
+            return None  # a comment/ping, another field, or a blank line between events
+        event = _event("\n".join(self.data), self.transport, self.path)
+        self.data = []
+        self.done = event is None
+        return event
+
+    def end(self) -> dict[str, Any] | None:
+        """The last event when the body ends without the blank line that closes it."""
+        if self.data and not self.done:
+            return _event("\n".join(self.data), self.transport, self.path)
+        return None
+
+
+def _sse(lines: Iterator[str], transport: Transport, path: str) -> Iterator[dict[str, Any]]:
+    """The JSON of each server-sent event in ``lines`` (see ``_EventReader``)."""
+    reader = _EventReader(transport, path)
+    for line in lines:
+        if (event := reader.line(line)) is not None:
+            yield event
+    if (event := reader.end()) is not None:
         yield event
 
 
 async def _asse(lines: AsyncIterator[str], transport: Transport, path: str) -> AsyncIterator[dict[str, Any]]:
-    data: list[str] = []
-    done = False
+    """Async ``_sse``."""
+    reader = _EventReader(transport, path)
     async for line in lines:
-        if done:
-            continue
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-            continue
-        if line or not data:
-            continue
-        event = _event("\n".join(data), transport, path)
-        data = []
-        if event is None:
-            done = True
-            continue
-        yield event
-    if data and not done and (event := _event("\n".join(data), transport, path)) is not None:
+        if (event := reader.line(line)) is not None:
+            yield event
+    if (event := reader.end()) is not None:
         yield event

@@ -23,15 +23,16 @@ from hermes_core.engines.server.dialect import (
     EventReader,
     ServerInfo,
     Step,
+    banned_bias,
+    finish_reason,
     first_model,
     optional_get,
     positive_int,
+    sampling_params,
     tokenize_or_none,
 )
 from hermes_core.engines.server.http import Transport
 from hermes_core.grammar import json_mode_ebnf
-
-BANNED_BIAS = -100.0
 
 
 class Sglang(Dialect):
@@ -54,16 +55,8 @@ class Sglang(Dialect):
     def body(self, request: GenerationRequest, context: BodyContext) -> dict[str, Any]:
         params: dict[str, Any] = {
             "max_new_tokens": request.max_new_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p if request.top_p is not None else 1.0,
+            **sampling_params(request),
             "top_k": -1,
-            "min_p": 0.0,
-            "repetition_penalty": request.repetition_penalty
-            if request.repetition_penalty is not None
-            else 1.0,
-            "stop_token_ids": list(request.stop_token_ids),
-            "skip_special_tokens": False,
-            "spaces_between_special_tokens": False,
             "no_stop_trim": True,
         }
         if request.seed is not None:
@@ -76,7 +69,7 @@ class Sglang(Dialect):
             else:
                 params["structural_tag"] = json.dumps(request.constraint.source)
             if context.banned_token_ids:
-                params["logit_bias"] = {str(token): BANNED_BIAS for token in context.banned_token_ids}
+                params["logit_bias"] = banned_bias(context.banned_token_ids)
         return {
             "input_ids": list(request.prompt_ids),
             "rid": f"hermes-{uuid.uuid4().hex}",
@@ -113,5 +106,4 @@ class _Reader(EventReader):
         prompt = positive_int(meta.get("prompt_tokens"))
         if not isinstance(finish, dict):
             return Step(new, None, prompt)
-        kind = finish.get("type")
-        return Step(new, "length" if kind == "length" else "abort" if kind == "abort" else "stop", prompt)
+        return Step(new, finish_reason(finish.get("type")), prompt)

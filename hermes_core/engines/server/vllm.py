@@ -20,15 +20,15 @@ from hermes_core.engines.server.dialect import (
     EventReader,
     ServerInfo,
     Step,
+    banned_bias,
+    finish_reason,
     first_model,
     optional_get,
     positive_int,
+    sampling_params,
     tokenize_or_none,
 )
 from hermes_core.engines.server.http import Transport
-
-BANNED_BIAS = -100.0
-"""OpenAI's strongest negative logit bias: the token is never sampled."""
 
 
 def structured_outputs(constraint: Any) -> dict[str, Any]:
@@ -58,15 +58,7 @@ class Vllm(Dialect):
         body: dict[str, Any] = {
             "prompt": list(request.prompt_ids),
             "max_tokens": request.max_new_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p if request.top_p is not None else 1.0,
-            "min_p": 0.0,
-            "repetition_penalty": request.repetition_penalty
-            if request.repetition_penalty is not None
-            else 1.0,
-            "stop_token_ids": list(request.stop_token_ids),
-            "skip_special_tokens": False,
-            "spaces_between_special_tokens": False,
+            **sampling_params(request),
             "return_token_ids": True,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -79,7 +71,7 @@ class Vllm(Dialect):
         if request.constraint is not None:
             body["structured_outputs"] = structured_outputs(request.constraint)
             if context.banned_token_ids:
-                body["logit_bias"] = {str(token): BANNED_BIAS for token in context.banned_token_ids}
+                body["logit_bias"] = banned_bias(context.banned_token_ids)
         return body
 
     def reader(self) -> EventReader:
@@ -98,4 +90,4 @@ class _Reader(EventReader):
         reason = choice.get("finish_reason")
         if reason is None:
             return Step(ids, None, prompt)
-        return Step(ids, "length" if reason == "length" else "abort" if reason == "abort" else "stop", prompt)
+        return Step(ids, finish_reason(reason), prompt)
