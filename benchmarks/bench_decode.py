@@ -98,15 +98,17 @@ LOAD_OPTIONS = ("quantization", "torch_dtype", "device_map")
 
 
 def user_default_options() -> dict[str, Any]:
-    """The load options ``ChatHermes()`` passes to ``get_engine`` when the user gives none (its field defaults).
+    """The load options ``ChatHermes()`` passes to ``get_engine`` when the user gives none.
 
-    ``HermesLLM()``'s defaults are checked against them: a difference is reported, not hidden.
+    Read from the adapter itself (``engine_load_options`` of a fresh ``ChatHermes()``, which loads
+    nothing yet); ``HermesLLM()``'s are checked against them and a difference is reported, not hidden.
     """
+    from hermes_core.options import engine_load_options
     from langchain_hermes import ChatHermes
     from llama_index_hermes import HermesLLM
 
-    chat = {name: ChatHermes.model_fields[name].default for name in LOAD_OPTIONS}
-    llm = {name: HermesLLM.model_fields[name].default for name in LOAD_OPTIONS}
+    chat = {k: v for k, v in engine_load_options(ChatHermes()).items() if k in LOAD_OPTIONS}
+    llm = {k: v for k, v in engine_load_options(HermesLLM()).items() if k in LOAD_OPTIONS}
     if chat != llm:
         print(f"note: ChatHermes() loads with {chat} but HermesLLM() with {llm}; 'default' is ChatHermes()'s")
     return chat
