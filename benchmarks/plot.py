@@ -18,6 +18,7 @@ DATA = ROOT / "benchmarks" / "figures.json"
 OUT = ROOT / "docs" / "img" / "performance.png"
 COLORS = ["#3949ab", "#8e24aa", "#9e9e9e", "#616161"]
 SECTIONS = ("engine", "parser", "grammar_compile", "grammar_decode")
+OPTIONAL_SECTIONS = ("real_sizes", "streaming")  # drawn when present
 
 
 def load_figures(path: Path) -> dict[str, Any]:
@@ -111,7 +112,9 @@ def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="center right")
     ax.set_xlabel("greedy decode tok/s (% of llama.cpp, median of per-round ratios); blue = a CPU default")
-    ax.set_title("Decode speed: engine vs llama.cpp, same 135M model, 2 cores", fontsize=10)
+    threads = engine.get("threads")
+    cores = f"{threads} thread{'s' if threads != 1 else ''} each" if threads else "2 cores"
+    ax.set_title(f"Decode speed: engine vs llama.cpp, same 135M model, {cores}", fontsize=10)
 
 
 def _engine_ttft_panel(ax: Any, engine: dict[str, Any]) -> None:
@@ -130,6 +133,49 @@ def _engine_ttft_panel(ax: Any, engine: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
 
 
+def _real_sizes_panel(ax: Any, real: dict[str, Any]) -> None:
+    """Decode tok/s per model shape and row, each bar labelled with its ratio to llama.cpp (same weights, Q4_1)."""
+    shapes = list(real["rows"])
+    names = list(dict.fromkeys(name for shape in shapes for name in real["rows"][shape]))
+    height = 0.8 / len(names)
+    for i, name in enumerate(names):
+        color = "#c62828" if name.startswith("llama.cpp") else COLORS[i % len(COLORS)]
+        for y, shape in enumerate(shapes):
+            if name not in real["rows"][shape]:
+                continue
+            speed, ratio = real["rows"][shape][name]
+            position = y + (i - (len(names) - 1) / 2) * height
+            ax.barh(position, speed, height=height, color=color, label=name if y == 0 else None)
+            ax.text(speed * 1.03, position, f"{speed:g} (x{ratio:g})", va="center", fontsize=7)
+    top = max(speed for shape in shapes for speed, _ in real["rows"][shape].values())
+    ax.set_xlim(0, top * 2.3)
+    ax.set_yticks(range(len(shapes)), shapes, fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="center right")
+    ax.set_xlabel(f"greedy decode {real['unit']} (x = per-round ratio to llama.cpp)")
+    ax.set_title("Decode at real shapes, random weights, vs llama.cpp", fontsize=10)
+
+
+def _streaming_panel(ax: Any, streaming: dict[str, Any]) -> None:
+    """Stream / whole-reply ratios of wall-clock and CPU time per API, against the 10% goal."""
+    rows = list(streaming["rows"].items())
+    width = 0.38
+    for i, (name, color) in enumerate([("wall clock", COLORS[0]), ("CPU time", COLORS[2])]):
+        xs = [j + (i - 0.5) * width for j in range(len(rows))]
+        values = [row[i] for _, row in rows]
+        ax.bar(xs, values, width, label=name, color=color)
+        for x, value in zip(xs, values, strict=True):
+            ax.text(x, value + 0.02, f"{value:g}", ha="center", fontsize=7)
+    goal = streaming.get("goal_wall_ratio", 1.1)
+    ax.axhline(goal, color="#c62828", linestyle="--", label=f"goal: stream <= {goal:g}x whole")
+    ax.axhline(1.0, color="#616161", linewidth=0.8)
+    ax.set_ylim(0, max(goal, *(max(row) for _, row in rows)) * 1.5)
+    ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.set_ylabel("stream / whole (median of per-round ratios)")
+    ax.set_title("Streaming against a whole reply", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+
+
 def plot(figures: dict[str, Any], out: Path) -> Path:
     """Draw the panels into ``out`` (PNG) and return its path."""
     import matplotlib
@@ -137,14 +183,20 @@ def plot(figures: dict[str, Any], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(11, 12), dpi=100)
-    grid = fig.add_gridspec(3, 2, height_ratios=[1, 1.1, 1])
+    extra = [name for name in OPTIONAL_SECTIONS if name in figures]
+    rows = 4 if extra else 3
+    fig = plt.figure(figsize=(11, 16 if extra else 12), dpi=100)
+    grid = fig.add_gridspec(rows, 2, height_ratios=[1, 1, 1.1, 1] if extra else [1, 1.1, 1])
     _engine_decode_panel(fig.add_subplot(grid[0, 0]), figures["engine"])
     _engine_ttft_panel(fig.add_subplot(grid[0, 1]), figures["engine"])
-    _parser_panel(fig.add_subplot(grid[1, :]), figures["parser"])
-    _compile_panel(fig.add_subplot(grid[2, 0]), figures["grammar_compile"])
-    _decode_panel(fig.add_subplot(grid[2, 1]), figures["grammar_decode"])
-    sources = sorted({figures[s]["source"] for s in SECTIONS})
+    drawers = {"real_sizes": _real_sizes_panel, "streaming": _streaming_panel}
+    for column, name in enumerate(extra):
+        drawers[name](fig.add_subplot(grid[1, column]), figures[name])
+    first = rows - 2
+    _parser_panel(fig.add_subplot(grid[first, :]), figures["parser"])
+    _compile_panel(fig.add_subplot(grid[first + 1, 0]), figures["grammar_compile"])
+    _decode_panel(fig.add_subplot(grid[first + 1, 1]), figures["grammar_decode"])
+    sources = sorted({figures[s]["source"] for s in (*SECTIONS, *extra)})
     fig.text(
         0.01,
         0.005,
