@@ -37,7 +37,100 @@ def use_lean_decode_layers(model: Any) -> int:
         ):
             module.forward = LeanDecodeLayer(module, llama, rotary).forward
             count += 1
+    inner = getattr(model, "model", None)
+    if (
+        count
+        and type(model) is llama.LlamaForCausalLM
+        and type(inner) is llama.LlamaModel
+        and "forward" not in vars(model)
+        and not (model._forward_hooks or model._forward_pre_hooks or getattr(model, "_hf_hook", None))
+    ):
+        model.forward = LeanCausalLMStep(model, llama).as_forward()
     return count
+
+
+class LeanCausalLMStep:
+    """The one-token forward of a ``LlamaForCausalLM`` over a cache, with the top levels' Python taken out.
+
+    ``LlamaForCausalLM.forward`` and ``LlamaModel.forward`` wrap the layers in decorators that rename
+    keywords, merge config defaults and capture outputs, build a causal mask and output records: about
+    a millisecond a step. For the call the engine makes each decode step (one token of input ids, a
+    cache, nothing else) this runs what they run, in the same order: the embedding, the rotary tables
+    at the cache's length, each layer with no mask (what ``create_causal_mask`` returns for one token
+    with no padding, checked on the first call), the norm and the head. Any other call goes to the
+    model's own forward.
+    """
+
+    def __init__(self, model: Any, llama: Any) -> None:
+        self.model = model
+        self.original: Callable[..., Any] = model.forward
+        self.output_class = llama.CausalLMOutputWithPast
+        self.create_causal_mask = llama.create_causal_mask
+        self.cache_name = _cache_keyword(self.original)
+        self._mask_free: bool | None = None  # whether create_causal_mask gives None for one token
+
+    def as_forward(self) -> Callable[..., Any]:
+        """``forward`` as a function with the model's own signature (callers read ``logits_to_keep`` from it)."""
+        import functools
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self.forward(*args, **kwargs)
+
+        forward.lean_step = self  # type: ignore[attr-defined]
+        return functools.update_wrapper(forward, self.original)
+
+    def forward(self, input_ids: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            return self.original(input_ids, *args, **kwargs)
+        cache = kwargs.get(self.cache_name)
+        if (
+            input_ids is None
+            or input_ids.dim() != 2
+            or input_ids.shape[1] != 1
+            or cache is None
+            or kwargs.get("use_cache") is not True
+            or kwargs.get("logits_to_keep", 0) not in (0, 1)
+            or set(kwargs) - {self.cache_name, "use_cache", "logits_to_keep"}
+            or self.model.training
+            or not hasattr(cache, "get_seq_length")
+        ):
+            return self.original(input_ids, **kwargs)
+        import torch
+
+        inner = self.model.model
+        hidden = inner.embed_tokens(input_ids)
+        positions = (torch.arange(1, device=hidden.device) + cache.get_seq_length()).unsqueeze(0)
+        if self._mask_free is None:
+            mask = self.create_causal_mask(
+                config=inner.config,
+                inputs_embeds=hidden,
+                attention_mask=None,
+                cache=cache,
+                position_ids=positions,
+            )
+            self._mask_free = mask is None
+        if not self._mask_free:
+            return self.original(input_ids, **kwargs)
+        position_embeddings = inner.rotary_emb(hidden, position_ids=positions)
+        for layer in inner.layers[: inner.config.num_hidden_layers]:
+            hidden = layer(
+                hidden,
+                attention_mask=None,
+                position_embeddings=position_embeddings,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            )
+        hidden = inner.norm(hidden)
+        logits = self.model.lm_head(hidden)
+        return self.output_class(logits=logits, **{self.cache_name: cache})
+
+
+def _cache_keyword(forward: Callable[..., Any]) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x): the name this forward takes."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def _stock(layer: Any, llama: Any) -> bool:
