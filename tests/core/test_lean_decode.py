@@ -145,24 +145,3 @@ def test_batched_steps_give_transformers_logits_bit_for_bit(tiny_model_dir, name
 
     stock, lean = _load(tiny_model_dir, name, lean=False), _load(tiny_model_dir, name, lean=True)
     assert torch.equal(logits(stock.model), logits(lean.model))
-
-
-def test_the_one_token_model_forward_skips_the_top_levels_and_keeps_the_signature(tiny_model_dir):
-    import inspect
-
-    model = _load(tiny_model_dir, "bf16", lean=True).model
-    step = model.forward.lean_step
-    assert "logits_to_keep" in inspect.signature(model.forward).parameters  # the engine reads it there
-    calls = []
-    original = step.original
-    step.original = lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs)
-    cache = new_kv_cache(model)
-    with torch.inference_mode():
-        model(PROMPT, **{CACHE: cache}, use_cache=True)  # a prefill: the model's own forward
-        assert len(calls) == 1
-        lean = model(torch.tensor([[5]]), **{CACHE: cache}, use_cache=True, logits_to_keep=1)
-        assert len(calls) == 1 and lean.logits.shape == (1, 1, model.config.vocab_size)
-        assert getattr(lean, CACHE) is cache
-        mask = torch.ones(1, PROMPT.shape[1] + 2, dtype=torch.long)
-        model(torch.tensor([[6]]), attention_mask=mask, **{CACHE: cache}, use_cache=True)  # a mask: its own
-        assert len(calls) == 2
