@@ -45,7 +45,8 @@ exponent of a float32 but only eight bits of its mantissa.
 LOADS = {
     "bf16": {"torch_dtype": "bfloat16"},
     "4bit (NF4 + bf16)": {"quantization": "4bit", "torch_dtype": "bfloat16"},
-    "int4, int8 head": {"quantization": "int4"},  # also the default load of the embedded model
+    "int4 (the default)": {"quantization": "int4"},  # what the embedded model loads as with none named
+    "int4, int8 head": {"quantization": "int4", "int8_head": True},
 }
 
 

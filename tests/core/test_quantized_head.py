@@ -71,11 +71,15 @@ def test_only_a_plain_cpu_head_is_replaced(tiny_model_dir):
 
 
 @pytest.mark.skipif(not int4_kernels_available(), reason="this torch has no CPU int4 kernels")
-def test_int4_loads_an_int8_head_and_a_batched_step_equals_one_row_steps(tiny_model_dir):
+def test_int4_with_int8_head_and_a_batched_step_equals_one_row_steps(tiny_model_dir):
     from hermes_core.engines.local.batch_step import LlamaBatchStep, single_row_logits
     from hermes_core.engines.local.kv_cache import new_kv_cache
 
-    loaded = load_model(tiny_model_dir, progress=False, quantization="int4")
+    assert (
+        type(load_model(tiny_model_dir, progress=False, quantization="int4").model.lm_head).__name__
+        == "Linear"
+    )
+    loaded = load_model(tiny_model_dir, progress=False, quantization="int4", int8_head=True)
     model = loaded.model
     assert type(model.lm_head).__name__ == "Int8Linear" and "int8 head" in loaded.weights_summary()
     assert model.lm_head._dense[0] is model.get_input_embeddings().weight
