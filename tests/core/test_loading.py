@@ -355,7 +355,7 @@ def test_missing_embedded_wheel_names_install_command(monkeypatch):
 
 
 def test_unknown_options_list_valid_ones(tiny_model_dir):
-    with pytest.raises(UnsupportedOptionError, match="'4bit', '8bit', 'int4', None, 'auto'"):
+    with pytest.raises(UnsupportedOptionError, match="'4bit', '8bit', 'int4', 'none', None, 'auto'"):
         load_model(tiny_model_dir, quantization="3bit")
     with pytest.raises(UnsupportedOptionError, match="'bfloat16'"):
         load_model(tiny_model_dir, torch_dtype="int4")
@@ -476,10 +476,13 @@ def test_cpu_defaults_follow_native_bf16(tiny_model_dir, monkeypatch, native_bf1
     auto = load_model(tiny_model_dir, quantization="auto", progress=False)
     assert auto.quantization == ("int4" if native_bf16 else None)
     assert ("Int4Linear" in _module_types(auto.model)) == native_bf16
-    assert auto.model.lm_head.weight.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert auto.model.get_input_embeddings().weight.dtype == (
+        torch.bfloat16 if native_bf16 else torch.float32
+    )
+    assert type(auto.model.lm_head).__name__ == "Linear"  # int4 leaves the output layer as it is
     assert len(_greedy(auto)) == 4
     explicit = load_model(tiny_model_dir, quantization="auto", torch_dtype="float32", progress=False)
-    assert explicit.model.lm_head.weight.dtype == torch.float32  # a given dtype always wins
+    assert explicit.model.get_input_embeddings().weight.dtype == torch.float32  # a given dtype always wins
 
 
 def test_native_bf16_check_matches_the_cpu_flags():

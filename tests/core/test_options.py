@@ -63,7 +63,7 @@ def test_tool_choice_is_checked_against_the_offered_tools():
     [
         (
             {"quantization": "3bit"},
-            "unknown quantization '3bit'; use one of '4bit', '8bit', 'int4', None, 'auto'",
+            "unknown quantization '3bit'; use one of '4bit', '8bit', 'int4', 'none', None, 'auto'",
         ),
         ({"torch_dtype": "int3"}, "unknown torch_dtype 'int3'"),
         ({"prefix_cache": "no"}, "prefix_cache must be True or False"),

@@ -37,8 +37,12 @@ def _permute(array, heads: int):
     )
 
 
-def write_tiny_gguf(model_dir: str | Path, out_path: str | Path) -> Path:
-    """Write the saved tiny model in ``model_dir`` (config, tokenizer.json, safetensors) as a GGUF."""
+def write_tiny_gguf(model_dir: str | Path, out_path: str | Path, layer_type: str | None = None) -> Path:
+    """Write the saved tiny model in ``model_dir`` (config, tokenizer.json, safetensors) as a GGUF.
+
+    ``layer_type`` (e.g. ``"Q4_1"``) stores the decoder layers' projections in that ggml type, as a
+    quantized GGUF does; by default every tensor is F32.
+    """
     import gguf
     import numpy as np
     from safetensors.torch import load_file
@@ -86,7 +90,16 @@ def write_tiny_gguf(model_dir: str | Path, out_path: str | Path) -> Path:
         layer, module = parts[2], ".".join(parts[3:-1])
         if module in heads:
             array = _permute(array, heads[module])
-        writer.add_tensor(f"blk.{layer}.{_LAYER_NAMES[module]}.weight", np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if layer_type is not None and module in _LAYER_NAMES and "norm" not in module:
+            kind = gguf.GGMLQuantizationType[layer_type]
+            writer.add_tensor(
+                f"blk.{layer}.{_LAYER_NAMES[module]}.weight",
+                gguf.quants.quantize(array, kind),
+                raw_dtype=kind,
+            )
+            continue
+        writer.add_tensor(f"blk.{layer}.{_LAYER_NAMES[module]}.weight", array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import struct
 from typing import Any
 
 from hermes_core.errors import ModelLoadError, UnsupportedOptionError
 
-QUANTIZATION_OPTIONS: tuple[str | None, ...] = ("4bit", "8bit", "int4", None, "auto")
+QUANTIZATION_OPTIONS: tuple[str | None, ...] = ("4bit", "8bit", "int4", "none", None, "auto")
+"""``None`` is "not named": ``load_model`` then picks ``default_quantization``; ``"none"`` never quantizes."""
 
 # What quantization="auto" picks on a CPU with native bf16 and on one without it, where bf16 is
 # emulated (not measured). On the first, int4 (torch's kernel, Q4_1-style groups) decodes the embedded
@@ -84,6 +86,8 @@ def resolve_quantization(quantization: str | None, device: str) -> str | None:
     check_quantization(quantization)
     if isinstance(quantization, str):
         quantization = quantization.strip().lower()
+    if quantization == "none":
+        return None
     if quantization == "auto":
         if device == "cuda":
             quantization = CUDA_AUTO_QUANTIZATION
@@ -101,6 +105,82 @@ def resolve_quantization(quantization: str | None, device: str) -> str | None:
             f"install it with `{BITSANDBYTES_INSTALL}` or pass quantization=None."
         )
     return quantization
+
+
+FOUR_BIT_GGUF_TYPES = frozenset({2, 3, 12})  # Q4_0, Q4_1, Q4_K (ggml type ids)
+"""GGUF tensor types whose weights are 4-bit codes in groups of 32 with a scale (and a minimum): what
+``"int4"`` finds again nearly or exactly (Q4_1 exactly, see ``cpu/int4_linear.py``)."""
+
+
+def default_quantization(source: str, device: str, torch_dtype: Any, four_bit_file: bool) -> str | None:
+    """What ``load_model`` quantizes with when no ``quantization`` is named: "int4" or None.
+
+    "int4" for a model that arrives in 4 bits (the embedded Q4_1 GGUF, or ``four_bit_file``: a GGUF
+    whose decoder weights are Q4_0/Q4_1/Q4_K), on a CPU with native bf16 and torch's int4 kernels,
+    with no ``torch_dtype`` named: there it decodes ~1.7x faster than bf16 and stays as close to the
+    file's weights as bf16 does (docs/performance-engine.md). Anything else (a full-precision
+    checkpoint, a named dtype, CUDA, other CPUs) loads unquantized, as before.
+    """
+    if device != "cpu" or torch_dtype is not None:
+        return None
+    if not (source == "embedded" or (source == "gguf" and four_bit_file)):
+        return None
+    return "int4" if cpu_has_native_bf16() and _int4_available() else None
+
+
+def gguf_is_four_bit(path: Any) -> bool:
+    """Whether most of the decoder weights (``blk.*``) of the GGUF at ``path`` are 4-bit group codes."""
+    try:
+        types = [kind for name, kind in _gguf_tensor_types(path) if name.startswith("blk.")]
+    except (OSError, ValueError, struct.error):  # unreadable here: the load itself reports it
+        return False
+    return bool(types) and sum(kind in FOUR_BIT_GGUF_TYPES for kind in types) * 2 > len(types)
+
+
+# Byte sizes of GGUF metadata value types (8 = string and 9 = array are read apart).
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _gguf_tensor_types(path: Any) -> list[tuple[str, int]]:
+    """(name, ggml type id) of each tensor of a GGUF v2/v3 file, read from its header only."""
+    with open(path, "rb") as handle:
+        data = handle.read(16 << 20)  # the header (metadata, tensor infos) comes first
+    if data[:4] != b"GGUF":
+        raise ValueError("not a GGUF file")
+    tensors, entries = struct.unpack_from("<QQ", data, 8)
+    at = 24
+
+    def string(at: int) -> tuple[str, int]:
+        (length,) = struct.unpack_from("<Q", data, at)
+        return data[at + 8 : at + 8 + length].decode("utf-8", "replace"), at + 8 + length
+
+    def skip(kind: int, at: int) -> int:
+        if kind in _GGUF_SCALARS:
+            return at + _GGUF_SCALARS[kind]
+        if kind == 8:
+            return string(at)[1]
+        if kind == 9:
+            item, count = struct.unpack_from("<IQ", data, at)
+            at += 12
+            if item in _GGUF_SCALARS:
+                return at + count * _GGUF_SCALARS[item]
+            for _ in range(count):
+                at = skip(item, at)
+            return at
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+    for _ in range(entries):
+        _, at = string(at)
+        (kind,) = struct.unpack_from("<I", data, at)
+        at = skip(kind, at + 4)
+    found = []
+    for _ in range(tensors):
+        name, at = string(at)
+        (dims,) = struct.unpack_from("<I", data, at)
+        (kind,) = struct.unpack_from("<I", data, at + 4 + 8 * dims)
+        found.append((name, kind))
+        at += 4 + 8 * dims + 12
+    return found
 
 
 def _int4_available() -> bool:

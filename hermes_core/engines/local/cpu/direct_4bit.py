@@ -122,13 +122,45 @@ def _fusable(layers: Sequence[Any]) -> bool:
     )
 
 
-class DirectKernelGroup:
-    """One or more 4-bit layers reading the same input, run as one kernel call over their concatenated weights.
+class SiblingGroup:
+    """Layers reading one input, run as one call: hands each member its part of the joined output.
 
-    A group member called with the tensor the group last ran on gets its slice of that run; any other
-    input runs the whole group. HF's attention and MLP call q, k, v (gate, up) back to back on one
-    tensor, so each step makes one call per group.
+    A member called with the tensor the group last ran on gets its slice of that run; any other input
+    runs the whole group (``run_all``). HF's attention and MLP call q, k, v (gate, up) back to back on
+    one tensor, so each step makes one call per group. Subclasses set ``_sizes`` and ``run_all``.
     """
+
+    _sizes: list[int]
+    _input: Any = None
+    _pending: dict[int, Any]
+
+    def run_all(self, x: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def run(self, x: Any, index: int) -> Any:
+        """Member ``index``'s output for ``x``."""
+        if self._input is x and index in self._pending:
+            output = self._pending.pop(index)
+            if not self._pending:
+                self._input = None
+            return output
+        outputs = self.run_all(x)
+        self._input = x if len(outputs) > 1 else None
+        self._pending = {i: output for i, output in enumerate(outputs) if i != index}
+        return outputs[index]
+
+    def split(self, joined: Any) -> list[Any]:
+        """Each member's part of ``joined``: views for one row (a decode step), contiguous copies otherwise."""
+        if len(self._sizes) == 1:
+            return [joined]
+        parts = joined.split(self._sizes, dim=-1)
+        if joined.numel() == joined.shape[-1]:  # one row: the slices are views, no copy
+            return list(parts)
+        return [part.contiguous() for part in parts]
+
+
+class DirectKernelGroup(SiblingGroup):
+    """One or more 4-bit layers reading the same input, run as one kernel call over their concatenated weights."""
 
     def __init__(self, layers: Sequence[Any]) -> None:
         self.layers = list(layers)
@@ -143,18 +175,6 @@ class DirectKernelGroup:
             return self.run(x, index)
 
         return forward
-
-    def run(self, x: Any, index: int) -> Any:
-        """Member ``index``'s output for ``x``."""
-        if self._input is x and index in self._pending:
-            output = self._pending.pop(index)
-            if not self._pending:
-                self._input = None
-            return output
-        outputs = self.run_all(x)
-        self._input = x if len(outputs) > 1 else None
-        self._pending = {i: output for i, output in enumerate(outputs) if i != index}
-        return outputs[index]
 
     def run_all(self, x: Any) -> list[Any]:
         """Every member's output for ``x``, from one kernel call once the weights are packed."""
@@ -247,10 +267,4 @@ class DirectKernelGroup:
 
     def _kernel_run(self, x: Any) -> list[Any]:
         """The members' outputs for ``x``, cast exactly as bitsandbytes' Linear4bit and gemv_4bit do."""
-        joined = self.run_joined(x)
-        if len(self._sizes) == 1:
-            return [joined]
-        parts = joined.split(self._sizes, dim=-1)
-        if joined.numel() == self._out_features:  # one row (a decode step): the slices are views, no copy
-            return list(parts)
-        return [part.contiguous() for part in parts]
+        return self.split(self.run_joined(x))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hermes_core.engines.local.cpu.direct_4bit import SIBLING_GROUPS
+from hermes_core.engines.local.cpu.direct_4bit import SIBLING_GROUPS, SiblingGroup
 
 GROUP_SIZE = 32
 """Input weights per scale/minimum pair: GGUF Q4_0/Q4_1's block size."""
@@ -58,7 +58,7 @@ def dequantize_rows(codes: Any, scale: Any, low: Any) -> Any:
     return (groups * scale[..., None] + low[..., None]).reshape(rows, columns)
 
 
-class Int4Group:
+class Int4Group(SiblingGroup):
     """One or more linear layers reading the same input, packed side by side and run as one kernel call.
 
     Has the interface the lean decode step uses on ``direct_4bit.DirectKernelGroup`` (``direct``,
@@ -126,25 +126,7 @@ class Int4Group:
 
     def run_all(self, x: Any) -> list[Any]:
         """Each member's output for ``x`` (views of one joined output for a single row)."""
-        joined = self.run_joined(x)
-        if len(self._sizes) == 1:
-            return [joined]
-        parts = joined.split(self._sizes, dim=-1)
-        if joined.numel() == self.out_features:
-            return list(parts)
-        return [part.contiguous() for part in parts]
-
-    def run(self, x: Any, index: int) -> Any:
-        """Member ``index``'s output for ``x``."""
-        if self._input is x and index in self._pending:
-            output = self._pending.pop(index)
-            if not self._pending:
-                self._input = None
-            return output
-        outputs = self.run_all(x)
-        self._input = x if len(outputs) > 1 else None
-        self._pending = {i: output for i, output in enumerate(outputs) if i != index}
-        return outputs[index]
+        return self.split(self.run_joined(x))
 
     def nbytes(self) -> int:
         """Bytes of the packed codes, scales, zeros and bias."""
