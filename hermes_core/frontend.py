@@ -20,6 +20,7 @@ from typing import Any
 
 from hermes_core.engines.base import Constraint, Engine, EngineOutput, GenerationRequest
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.tokenize import encode
 from hermes_core.options import check_request_options
 from hermes_core.types import GenerationResult, Message, ParsedResponse, StreamEvent, Usage
 
@@ -31,7 +32,7 @@ def _role_ids(tokenizer: Any, im_start: int | None, role: str) -> list[int]:
     """Token ids of ``role`` right after ``<|im_start|>``, as the prompt renders them ([] if unknown)."""
     if im_start is None:
         return []
-    ids = list(tokenizer(f"<|im_start|>{role}", add_special_tokens=False)["input_ids"])
+    ids = encode(tokenizer, f"<|im_start|>{role}")
     return ids[1:] if ids[:1] == [im_start] and len(ids) > 1 else []
 
 
@@ -96,7 +97,7 @@ class Frontend:
     # ------------------------------------------------------------------ tokens
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain content (special-token text is not special)."""
-        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        return encode(self.tokenizer, text, split_special_tokens=True)
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` takes as content."""
@@ -104,7 +105,7 @@ class Frontend:
 
     def _count_appended(self, text: str) -> int:
         """Tokens of text the frontend appends: a call tag counts as the one token it is, where it is one."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(encode(self.tokenizer, text))
 
     # ----------------------------------------------------------------- prepare
     def _prepare(

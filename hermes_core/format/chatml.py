@@ -61,6 +61,7 @@ from hermes_core.format.prompts import (
     response_schema,
 )
 from hermes_core.format.rejected_calls import is_stand_in, rejection_response
+from hermes_core.format.tokenize import encode
 from hermes_core.format.tool_specs import to_tool_specs
 from hermes_core.format.variants import THINK, ChatVariant, ReasoningBlock, get_variant, raw_tool_content
 from hermes_core.types import InvalidToolCall, Message, ToolCall, new_call_id
@@ -129,8 +130,7 @@ class RenderedPrompt:
         ids: list[int] = _bos_prefix(tokenizer) if add_bos else []
         by_run: list[int] = []
         for run in self.runs():
-            encoded = tokenizer(run.text, add_special_tokens=False, split_special_tokens=not run.special)
-            by_run.extend(encoded["input_ids"])
+            by_run.extend(encode(tokenizer, run.text, split_special_tokens=not run.special))
         whole = _whole_text_ids(tokenizer, self.text, by_run)
         return ids + (whole if whole is not None else by_run)
 
@@ -144,7 +144,7 @@ def _whole_text_ids(tokenizer: Any, text: str, by_run: list[int]) -> list[int] |
     added = getattr(tokenizer, "added_tokens_decoder", None)
     if not added:
         return None
-    whole = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    whole = encode(tokenizer, text)
     if [t for t in whole if t in added] != [t for t in by_run if t in added]:
         return None
     return whole
@@ -155,7 +155,7 @@ def _bos_prefix(tokenizer: Any) -> list[int]:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return []
-    added = tokenizer("", add_special_tokens=True)["input_ids"]
+    added = encode(tokenizer, "", add_special_tokens=True)
     return [bos] if added[:1] == [bos] else []
 
 

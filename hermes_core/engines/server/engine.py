@@ -26,6 +26,7 @@ from hermes_core.engines.server.errors import ServerError, ServerModelMismatchEr
 from hermes_core.engines.server.http import Transport
 from hermes_core.engines.server.tokenizer import load_server_tokenizer
 from hermes_core.errors import UnsupportedOptionError
+from hermes_core.format.tokenize import encode
 from hermes_core.types import Usage
 
 DIALECTS = ("llama-server", "vllm", "sglang")
@@ -144,7 +145,7 @@ class ServerEngine(Engine):
         fix = f"pass model= the model the {self.dialect.server} serves ({self.info.model_id or 'see its /v1/models'})"
         theirs = self.dialect.tokenize(self.transport, _PROBE)
         if theirs is not None:
-            expected = list(self.tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+            expected = encode(self.tokenizer, _PROBE)
             if theirs != expected:
                 raise ServerModelMismatchError(
                     f"The {self.dialect.server} at {self.base_url} serves a model that does not match {what}: "
