@@ -24,6 +24,7 @@ from hermes_core.engines.local.cpu.folded_attention import use_grouped_decode_at
 from hermes_core.engines.local.cpu.lean_decode import use_lean_decode_layers
 from hermes_core.engines.local.cpu.prepacked_linear import prepack_cpu_linears, prepacked_bytes
 from hermes_core.engines.local.cpu.quantized_head import quantized_head_summary
+from hermes_core.engines.local.cpu.threads import on_fresh_thread
 from hermes_core.engines.local.quantization import (
     bnb_config,
     default_device_map,
@@ -176,8 +177,39 @@ def load_model(
 
     ``variant`` is the prompt family (``hermes_core.format.variants``); with ``"auto"`` it is read from
     the tokenizer's chat template, and a template that is not ChatML fails here, before the weights load.
+
+    The work runs on a thread of its own that ends with it (``cpu/threads.py``: otherwise the caller's
+    OpenMP thread team stays alive beside the scheduler's and slows every decode kernel).
     """
-    speedups = _Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear, lean_decode)
+    return on_fresh_thread(
+        _load_model,
+        model,
+        quantization=quantization,
+        device_map=device_map,
+        torch_dtype=torch_dtype,
+        cache_dir=cache_dir,
+        progress=progress,
+        trust_remote_code=trust_remote_code,
+        speedups=_Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear, lean_decode),
+        variant=variant,
+        int8_head=int8_head,
+    )
+
+
+def _load_model(
+    model: Any,
+    *,
+    quantization: str | None,
+    device_map: Any,
+    torch_dtype: Any,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool,
+    trust_remote_code: bool,
+    speedups: _Speedups,
+    variant: Any,
+    int8_head: bool,
+) -> LoadedModel:
+    """``load_model``'s work, on the thread it runs on."""
     started = time.perf_counter()
     if isinstance(model, tuple):
         named = quantization is not None and str(quantization).strip().lower() != "none"
