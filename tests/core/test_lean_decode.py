@@ -145,3 +145,28 @@ def test_batched_steps_give_transformers_logits_bit_for_bit(tiny_model_dir, name
 
     stock, lean = _load(tiny_model_dir, name, lean=False), _load(tiny_model_dir, name, lean=True)
     assert torch.equal(logits(stock.model), logits(lean.model))
+
+
+@pytest.mark.parametrize("name", list(LOADS))
+def test_one_token_step_gives_the_models_logits_bit_for_bit(tiny_model_dir, name):
+    from hermes_core.engines.local.batch_step import LlamaBatchStep
+
+    loaded = _load(tiny_model_dir, name, lean=True)
+    step = LlamaBatchStep.for_model(loaded.model)
+    expected = _step_logits(loaded.model)
+    cache, rows = new_kv_cache(loaded.model), []
+    with torch.inference_mode():
+        rows.append(loaded.model(PROMPT, **{CACHE: cache}, use_cache=True).logits[0, -1])
+        for token in STEPS:
+            rows.append(step.one_token(token, cache)[0])
+    assert cache.get_seq_length() == PROMPT.shape[1] + len(STEPS)
+    assert torch.equal(torch.stack(rows).float(), expected.float())
+
+
+def test_a_lone_request_decodes_through_one_token_only_with_lean_layers(tiny_model_dir):
+    from hermes_core.engines.local.engine import LocalEngine
+
+    on = LocalEngine(_load(tiny_model_dir, "bf16", lean=True))
+    off = LocalEngine(_load(tiny_model_dir, "bf16", lean=False))
+    assert on._one_token_step() is not None
+    assert off._one_token_step() is None  # lean_decode=False keeps transformers' own forward

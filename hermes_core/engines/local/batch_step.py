@@ -143,6 +143,32 @@ class LlamaBatchStep:
         logits = self.model.lm_head(hidden[:, -1:, :])
         return logits[:, -1].to(copy=True, dtype=torch.float32)
 
+    def one_token(self, token: int, cache: Any) -> Any:
+        """Float32 logits ``(1, vocab)`` after feeding ``token`` to one request's whole ``cache``.
+
+        ``model.forward``'s operations for one token in its order, without its wrappers: no
+        ``nn.Module.__call__`` per layer, no mask building, no output objects. That was about a
+        tenth of the embedded model's decode step; the logits are the model's own bit for bit
+        (tests/core/test_lean_decode.py).
+        """
+        import torch
+
+        device = self.model.device
+        input_ids = torch.tensor([[token]], dtype=torch.long, device=device)
+        position_ids = torch.tensor([[cache.get_seq_length()]], dtype=torch.long, device=device)
+        hidden = self.inner.embed_tokens(input_ids)
+        position_embeddings = self.inner.rotary_emb(hidden, position_ids=position_ids)
+        for lean in self.layers:
+            hidden = lean.forward(
+                hidden,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                position_embeddings=position_embeddings,
+            )
+        hidden = self.inner.norm(hidden)
+        return self.model.lm_head(hidden[:, -1:, :])[:, -1].to(copy=True, dtype=torch.float32)
+
     def mixed(self, pieces: Sequence[Sequence[int]], caches: Sequence[Any], prefixes: Sequence[Any]) -> Any:
         """Like ``__call__``, but a row may feed several tokens (the last prefill piece of a joining request).
 

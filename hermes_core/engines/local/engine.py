@@ -140,6 +140,7 @@ class LocalEngine(Engine):
         self._lock = _lock_for(self.model)
         self._grammar_cache: Any = None
         self._grammar_lock = threading.Lock()
+        self._lean_step: Any = None  # built on first use (see _one_token_step)
         budget = kv_budget_tokens if kv_budget_tokens is not None else max_batch_size * self.context_window
         self.scheduler = Scheduler(
             self, max_batch_size=max_batch_size, kv_budget_tokens=budget, share_prefixes=share_prefixes
@@ -266,11 +267,24 @@ class LocalEngine(Engine):
             return None
 
     def _row_logits(self, tokens: list[int], cache: Any) -> Any:
-        """Logits after feeding ``tokens`` to one request's cache through the model's own forward."""
+        """Logits after feeding ``tokens`` to one request's cache: the model's own forward, or for one
+        token of a model with lean decode layers its operations without the wrappers (``one_token``)."""
         from hermes_core.engines.local.batch_step import single_row_logits
 
         with _inference():
+            if len(tokens) == 1 and (step := self._one_token_step()) is not None:
+                return step.one_token(tokens[0], cache)
             return single_row_logits(self.model, _cache_argument_name(), tokens, cache)
+
+    def _one_token_step(self) -> Any:
+        """The Llama step whose ``one_token`` runs a lone request's decode, where the lean step is on; else None."""
+        if self._lean_step is None:
+            from hermes_core.engines.local.batch_step import LlamaBatchStep
+
+            lean = getattr(self.loaded, "lean_decode_layers", 0)
+            step = LlamaBatchStep.for_model(self.model) if lean else None
+            self._lean_step = step if step is not None else False
+        return self._lean_step or None
 
     def _decode_step(self) -> Any:
         """The batched one-token step for this model (``batch_step.decode_step_for``); call it in inference mode."""
