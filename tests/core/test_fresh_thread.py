@@ -52,5 +52,5 @@ def test_load_model_does_its_torch_work_off_the_callers_thread(tiny_model_dir, m
 def test_a_load_error_still_reaches_the_caller_as_one_line(tmp_path) -> None:
     not_a_model = tmp_path / "notes.txt"
     not_a_model.write_text("hello")
-    with pytest.raises(ModelLoadError, match="not a .gguf model"):
+    with pytest.raises(ModelLoadError, match=r"not a \.gguf model"):
         loading.load_model(str(not_a_model), progress=False)
