@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
+from hermes_core.engines.local.cpu.native_step import NativeSlot, can_run
 from hermes_core.engines.local.shared_prefix import cascade_attention, pieces_attention
 
 
@@ -94,6 +95,7 @@ class LlamaBatchStep:
         self.model = model
         self.inner = model.model
         self.layers = layers
+        self._native = NativeSlot(layers, model)  # one_token's compiled layers, once built
 
     @classmethod
     def for_model(cls, model: Any) -> LlamaBatchStep | None:
@@ -158,14 +160,22 @@ class LlamaBatchStep:
         position_ids = torch.tensor([[cache.get_seq_length()]], dtype=torch.long, device=device)
         hidden = self.inner.embed_tokens(input_ids)
         position_embeddings = self.inner.rotary_emb(hidden, position_ids=position_ids)
-        for lean in self.layers:
-            hidden = lean.forward(
-                hidden,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
-                position_embeddings=position_embeddings,
-            )
+        native = self._native.get()
+        tables = None
+        if native is not None and can_run(cache, len(self.layers)):
+            head_dim = self.layers[0].layer.self_attn.head_dim
+            tables = self.layers[0].rotary_tables.for_step(*position_embeddings, head_dim)
+        if tables is not None:  # the same operations from C++ (cpu/native_step.py)
+            hidden = native.run(hidden, *tables, cache)
+        else:
+            for lean in self.layers:
+                hidden = lean.forward(
+                    hidden,
+                    position_ids=position_ids,
+                    cache=cache,
+                    use_cache=True,
+                    position_embeddings=position_embeddings,
+                )
         hidden = self.inner.norm(hidden)
         return self.model.lm_head(hidden[:, -1:, :])[:, -1].to(copy=True, dtype=torch.float32)
 

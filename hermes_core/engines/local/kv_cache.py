@@ -62,6 +62,16 @@ def growing_layer_class() -> type:
             self.values = self._value_buffer[..., :end, :]
             return self.keys, self.values
 
+        def reserve(self, end: int) -> tuple[Any, Any]:
+            """The key and value buffers, grown if needed so that tokens up to ``end`` append in place.
+
+            For a caller that writes the new tokens itself (``cpu/native_step.py``), then sets
+            ``keys``/``values`` to the buffers' first ``end`` positions as ``update`` does.
+            """
+            if not self._appendable(self.keys, end):
+                self._grow(self.keys, self.values, self.get_seq_length(), end)
+            return self._key_buffer, self._value_buffer
+
         def _appendable(self, key_states: Any, end: int) -> bool:
             """Whether ``keys`` is still the start of our buffer (not replaced by a reorder) with room to ``end``."""
             buffer = getattr(self, "_key_buffer", None)
