@@ -64,6 +64,7 @@ ALL_OFF = {
     "prepack_linear": False,
     "direct_4bit_kernel": False,
     "lean_decode": False,
+    "native_decode": False,
 }
 ROWS = [
     Row("default"),
@@ -73,6 +74,7 @@ ROWS = [
     Row("bf16", BF16),
 ]
 SPEEDUP_ROWS = [
+    Row("default - native step", {"native_decode": False}),
     Row("nf4 - folded GQA", NF4 | {"grouped_decode_attention": False}),
     Row("nf4 - prepacked", NF4 | {"prepack_linear": False}),
     Row("nf4 - direct 4bit", NF4 | {"direct_4bit_kernel": False}),
@@ -141,6 +143,17 @@ def engine_speed(engine: Any, request: Any, new_tokens: int) -> Speed:
     return Speed(len(run.prompt_ids) / (times[0] - started), (new_tokens - 1) / (times[-1] - times[0]))
 
 
+def native_status() -> str:
+    """Whether the compiled decode step (``cpu/native_step.py``) is built, waiting for its build if need be."""
+    from hermes_core.engines.local.cpu import native_step
+
+    if not native_step.enabled():
+        return f"off ({native_step.DISABLE_ENV}=0)"
+    if native_step.extension(wait=True) is not None:
+        return "ready (rows whose layers it covers use it for a lone request's decode)"
+    return f"unavailable: {native_step.failure()}"
+
+
 def per_round(ours: list[float], theirs: list[float]) -> float:
     """Median of the round-by-round ratios ours / theirs (NaN without a reference)."""
     if not theirs:
@@ -204,6 +217,9 @@ def main() -> None:
         else contextlib.nullcontext() as url
     ):
         for engine in engines.values():  # warm-up: first-call packing, allocator, scheduler thread
+            engine_speed(engine, requests["short"], 4)
+        print(f"compiled decode step: {native_status()}")
+        for engine in engines.values():  # it is taken from the first step after the build is done
             engine_speed(engine, requests["short"], 4)
         if url is not None:
             completion_speed(url, requests["short"].prompt_ids, 4)

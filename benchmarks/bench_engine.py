@@ -135,7 +135,13 @@ def four_bit_compute(dtype_name: str | None) -> Iterator[None]:
 
 
 # load_model's switches for the engine's CPU decode speed-ups (see docs/engine.md, "Decode on CPU").
-SPEEDUP_OPTIONS = ("direct_4bit_kernel", "grouped_decode_attention", "prepack_linear", "lean_decode")
+SPEEDUP_OPTIONS = (
+    "direct_4bit_kernel",
+    "grouped_decode_attention",
+    "prepack_linear",
+    "lean_decode",
+    "native_decode",
+)
 
 
 def load_embedded(quantization: str | None, torch_dtype: str, **speedups: bool) -> Any:

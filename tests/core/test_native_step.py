@@ -25,22 +25,38 @@ def native():
     return module
 
 
-def _greedy(step: LlamaBatchStep, model, prompt: list[int], tokens: int, use_native: bool):
-    """(logits of each step, the cache) of a greedy run through ``one_token``, natively or in Python."""
+def _steps(step: LlamaBatchStep, model, prompt: list[int], feed: list[int] | int, use_native: bool):
+    """(logits of each step, tokens fed, cache) through ``one_token``, natively or in Python.
+
+    ``feed`` is the tokens to feed (so both sides see the same inputs), or a count to feed greedily.
+    """
     slot = step._native
     saved = slot.layers, slot.eligible
     if not use_native:
         slot.layers, slot.eligible = None, False
     try:
-        cache, rows = new_kv_cache(model), []
+        cache, rows, fed = new_kv_cache(model), [], []
         with torch.inference_mode():
             logits = single_row_logits(model, CACHE, prompt, cache)
-            for _ in range(tokens):
-                logits = step.one_token(int(logits.argmax()), cache)
+            for index in range(feed if isinstance(feed, int) else len(feed)):
+                token = int(logits.argmax()) if isinstance(feed, int) else feed[index]
+                logits = step.one_token(token, cache)
                 rows.append(logits)
-        return torch.cat(rows), cache
+                fed.append(token)
+        return torch.cat(rows), fed, cache
     finally:
         slot.layers, slot.eligible = saved
+
+
+def _compare(step: LlamaBatchStep, model, prompt: list[int], tokens: int) -> tuple[float, float]:
+    """(largest logit difference relative to the logits' spread, share of steps with the same top token)."""
+    python_logits, fed, python_cache = _steps(step, model, prompt, tokens, use_native=False)
+    native_logits, _, native_cache = _steps(step, model, prompt, fed, use_native=True)
+    assert native_cache.get_seq_length() == python_cache.get_seq_length() == len(prompt) + tokens
+    spread = python_logits.std(dim=-1, keepdim=True)
+    relative = ((native_logits - python_logits).abs() / spread).max().item()
+    same_top = (native_logits.argmax(-1) == python_logits.argmax(-1)).float().mean().item()
+    return relative, same_top
 
 
 def _int4_tiny(path):
@@ -55,34 +71,68 @@ def _int4_tiny(path):
     return loaded
 
 
-def test_tiny_int4_model_logits_and_cache_are_the_python_steps_bit_for_bit(tiny_model_dir, native):
+def test_attention_kernel_is_as_accurate_as_torchs(native):
+    generator = torch.Generator().manual_seed(0)
+    for length in (1, 7, 64, 65, 400, 1600):
+        query = torch.randn(1, 3, 3, 64, generator=generator).bfloat16()
+        room = length + 256  # GrowingLayer hands out views of a longer buffer
+        keys = (2 * torch.randn(1, 3, room, 64, generator=generator)).bfloat16()[..., :length, :]
+        values = torch.randn(1, 3, room, 64, generator=generator).bfloat16()[..., :length, :]
+        exact = torch.softmax(query.double() @ keys.double().transpose(-1, -2) * 0.125, -1) @ values.double()
+        ours = native.decode_attention(query, keys, values, 0.125)
+        torchs = torch.nn.functional.scaled_dot_product_attention(query, keys, values, scale=0.125)
+        assert ours.dtype == torch.bfloat16 and ours.shape == query.shape
+        ours_error = (ours.double() - exact).abs().max().item()
+        torchs_error = (torchs.double() - exact).abs().max().item()
+        assert ours_error <= torchs_error + 2e-3, (length, ours_error, torchs_error)
+
+
+def test_tiny_int4_model_steps_match_the_python_step(tiny_model_dir, native):
     loaded = _int4_tiny(tiny_model_dir)
     step = LlamaBatchStep.for_model(loaded.model)
     assert step._native.eligible and step._native.get() is not None
-    python_logits, python_cache = _greedy(step, loaded.model, PROMPT, 300, use_native=False)
-    native_logits, native_cache = _greedy(step, loaded.model, PROMPT, 300, use_native=True)
-    assert torch.equal(python_logits, native_logits)
-    assert native_cache.get_seq_length() == len(PROMPT) + 300  # grew past GrowingLayer's first block
-    for ours, theirs in zip(native_cache.layers, python_cache.layers, strict=True):
-        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+    relative, same_top = _compare(step, loaded.model, PROMPT, 300)  # past GrowingLayer's first block
+    assert relative < 0.05 and same_top >= 0.97, (relative, same_top)
+
+
+TEXT = (
+    "The lighthouse keeper climbed the stairs every evening at dusk. He wound the clockwork, trimmed the "
+    "wick and wrote the weather in his book: wind from the west, a light swell, rain before midnight. Ships "
+    "passed far out, their lamps small as stars, and none of them ever knew his name."
+)
 
 
 @pytest.mark.slow
-def test_embedded_model_greedy_decode_is_unchanged(native):
+def test_embedded_model_text_is_as_likely_natively_as_in_python(native):
     loaded = on_fresh_thread(load_model, None, progress=False)  # the default: int4
     step = LlamaBatchStep.for_model(loaded.model)
     assert step._native.get() is not None
-    prompt = loaded.tokenizer(
-        "<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n"
-    ).input_ids
-    python_logits, _ = _greedy(step, loaded.model, prompt, 48, use_native=False)
-    native_logits, _ = _greedy(step, loaded.model, prompt, 48, use_native=True)
-    assert torch.equal(python_logits, native_logits)
+    text = loaded.tokenizer(TEXT).input_ids
+    prompt, feed = text[:8], text[8:]
+    python_logits, _, _ = _steps(step, loaded.model, prompt, feed, use_native=False)
+    native_logits, _, _ = _steps(step, loaded.model, prompt, feed, use_native=True)
+    targets = torch.tensor(feed[1:])  # the logits after feeding token i predict token i + 1
+
+    def mean_nll(logits: torch.Tensor) -> float:
+        return torch.nn.functional.cross_entropy(logits[:-1], targets).item()
+
+    python_nll, native_nll = mean_nll(python_logits), mean_nll(native_logits)
+    assert abs(native_nll - python_nll) <= 0.01 * python_nll, (native_nll, python_nll)
+    same_top = (native_logits.argmax(-1) == python_logits.argmax(-1)).float().mean().item()
+    assert same_top >= 0.9, same_top  # the rest are near-ties of a 135M model on free text
 
 
 def test_models_it_does_not_cover_keep_the_python_step(tiny_model_dir, monkeypatch):
     bf16 = load_model(tiny_model_dir, progress=False, torch_dtype="bfloat16")  # no int4 projections
     assert not LlamaBatchStep.for_model(bf16.model)._native.eligible
+    from hermes_core.engines.local.engine import LocalEngine
+
+    switched_off = LocalEngine(
+        load_model(tiny_model_dir, progress=False, quantization="int4", native_decode=False)
+    )
+    assert switched_off._one_token_step() is not None and not switched_off._one_token_step()._native.eligible
+    switched_on = LocalEngine(load_model(tiny_model_dir, progress=False, quantization="int4"))
+    assert switched_on._one_token_step()._native.eligible
     monkeypatch.setenv(native_step.DISABLE_ENV, "0")
     int4 = load_model(tiny_model_dir, progress=False, quantization="int4")
     slot = LlamaBatchStep.for_model(int4.model)._native

@@ -91,14 +91,14 @@ class LlamaBatchStep:
     batched = True
     shares_prefixes = True  # rows may hold a ``SharedPrefix`` plus their own suffix
 
-    def __init__(self, model: Any, layers: list[LeanDecodeLayer]) -> None:
+    def __init__(self, model: Any, layers: list[LeanDecodeLayer], native: bool = True) -> None:
         self.model = model
         self.inner = model.model
         self.layers = layers
-        self._native = NativeSlot(layers, model)  # one_token's compiled layers, once built
+        self._native = NativeSlot(layers if native else [], model)  # one_token's compiled layers, once built
 
     @classmethod
-    def for_model(cls, model: Any) -> LlamaBatchStep | None:
+    def for_model(cls, model: Any, native: bool = True) -> LlamaBatchStep | None:
         """The step for ``model`` if it is a ``LlamaForCausalLM`` made of stock layers with no hooks, else None."""
         try:
             from transformers.models.llama import modeling_llama as llama
@@ -115,7 +115,7 @@ class LlamaBatchStep:
         if not all(type(layer) is llama.LlamaDecoderLayer and _stock(layer, llama) for layer in layers):
             return None
         rotary = RotaryTables()
-        return cls(model, [LeanDecodeLayer(layer, llama, rotary) for layer in layers])
+        return cls(model, [LeanDecodeLayer(layer, llama, rotary) for layer in layers], native)
 
     def __call__(
         self, tokens: Sequence[int], caches: Sequence[Any], prefixes: Sequence[Any] | None = None

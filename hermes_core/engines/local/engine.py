@@ -282,7 +282,8 @@ class LocalEngine(Engine):
             from hermes_core.engines.local.batch_step import LlamaBatchStep
 
             lean = getattr(self.loaded, "lean_decode_layers", 0)
-            step = LlamaBatchStep.for_model(self.model) if lean else None
+            native = getattr(self.loaded, "native_decode", False)
+            step = LlamaBatchStep.for_model(self.model, native=native) if lean else None
             self._lean_step = step if step is not None else False
         return self._lean_step or None
 

@@ -62,6 +62,7 @@ class _Speedups(NamedTuple):
     grouped_decode_attention: bool
     prepack_linear: bool | None
     lean_decode: bool
+    native_decode: bool = True
 
 
 class ChatTokens(NamedTuple):
@@ -95,6 +96,8 @@ class LoadedModel:
     prepacked_linears: int = 0
     # Llama decoder layers whose one-token step runs lean (hermes_core.engines.local.cpu.lean_decode).
     lean_decode_layers: int = 0
+    # Whether a lone request's lean step may run compiled (hermes_core.engines.local.cpu.native_step).
+    native_decode: bool = False
     # The prompt family the chat template belongs to, or the one named at load (hermes_core.format.variants).
     chat_variant: str = "hermes-2-pro"
 
@@ -153,6 +156,7 @@ def load_model(
     grouped_decode_attention: bool = True,
     prepack_linear: bool | None = None,
     lean_decode: bool = True,
+    native_decode: bool = True,
     variant: Any = "auto",
     int8_head: bool = False,
 ) -> LoadedModel:
@@ -170,7 +174,10 @@ def load_model(
     ``_cpu_linear``): by default for models loaded here, whose dense copies it then frees, and not
     for a ``(model, tokenizer)`` pair unless True (the pair keeps its dense weights, so memory grows);
     ``lean_decode=False`` keeps transformers' own one-token step of Llama decoder layers (the default
-    runs the same operations with less Python in between, identical results; see ``_lean_decode``).
+    runs the same operations with less Python in between, identical results; see ``_lean_decode``);
+    ``native_decode=False`` keeps that lean step in Python where it would otherwise run compiled (int4
+    Llama layers: the same operations from C++, identical results, built on first use; see
+    ``cpu/native_step.py``).
 
     ``int8_head=True`` (with ``"int4"``) also takes the output layer to int8 (``cpu/quantized_head.py``):
     29 MB less for the embedded model, the same greedy tokens, no faster decode at this size.
@@ -190,7 +197,9 @@ def load_model(
         cache_dir=cache_dir,
         progress=progress,
         trust_remote_code=trust_remote_code,
-        speedups=_Speedups(direct_4bit_kernel, grouped_decode_attention, prepack_linear, lean_decode),
+        speedups=_Speedups(
+            direct_4bit_kernel, grouped_decode_attention, prepack_linear, lean_decode, native_decode
+        ),
         variant=variant,
         int8_head=int8_head,
     )
@@ -597,6 +606,7 @@ def _finish(
         grouped_decode_attention=grouped,
         prepacked_linears=packed,
         lean_decode_layers=lean,
+        native_decode=bool(lean) and speedups.native_decode,
     )
 
 

@@ -5,6 +5,10 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -33,6 +37,131 @@ struct Int4Projection {
     return out.view(shape);
   }
 };
+
+// exp(x) for x <= 0 (softmax after subtracting the maximum), in plain arithmetic the compiler vectorizes:
+// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7 (relative error under 2e-7),
+// and 2^n put into the exponent bits. Below -87 the result is 0, as expf's is to float precision.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = __builtin_roundf(x * 1.44269504088896341f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.98412698e-4f;
+  p = p * r + 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline float bf16_to_float(uint16_t raw) {
+  const uint32_t bits = static_cast<uint32_t>(raw) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// One-token attention for query heads folded into the rows of their key/value head: query
+// (1, kv_heads, group, dim) bf16, keys and values (1, kv_heads, length, dim) bf16 with unit last stride.
+// The keys are cut into blocks; each block yields, per query row, its score maximum, the sum of the
+// exponentials and the exponential-weighted sum of values, and the blocks are merged at the end (the
+// usual split-softmax). Every block is one task of torch's thread pool, so a long cache is read by
+// all threads; torch's flash kernel splits only by head here (3 tasks for the embedded model).
+// Computed in float; rounded differently from scaled_dot_product_attention, not less accurately.
+Tensor decode_attention(const Tensor& query, const Tensor& keys, const Tensor& values, double scaling) {
+  TORCH_CHECK(query.scalar_type() == at::kBFloat16 && keys.scalar_type() == at::kBFloat16 &&
+                  values.scalar_type() == at::kBFloat16, "bf16 query, keys and values");
+  TORCH_CHECK(keys.stride(3) == 1 && values.stride(3) == 1, "keys and values with unit last stride");
+  const Tensor q = query.contiguous();
+  const int64_t heads = keys.size(1), length = keys.size(2), dim = keys.size(3), group = q.size(2);
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (length + kBlock - 1) / kBlock;
+  const int64_t row = dim + 2;  // per block and query row: maximum, sum, then dim weighted values
+  Tensor partial = at::empty({heads, blocks, group, row}, q.options().dtype(at::kFloat));
+  float* parts = partial.data_ptr<float>();
+  const auto* q_data = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
+  const auto* k_data = reinterpret_cast<const uint16_t*>(keys.data_ptr<at::BFloat16>());
+  const auto* v_data = reinterpret_cast<const uint16_t*>(values.data_ptr<at::BFloat16>());
+  const int64_t k_head = keys.stride(1), k_row = keys.stride(2);
+  const int64_t v_head = values.stride(1), v_row = values.stride(2);
+  const float scale = static_cast<float>(scaling);
+  at::parallel_for(0, heads * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> q_float(group * dim), scores(group * kBlock), converted(kBlock * dim);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t head = item / blocks, block = item % blocks;
+      const int64_t first = block * kBlock, count = std::min(kBlock, length - first);
+      for (int64_t i = 0; i < group * dim; ++i) {
+        q_float[i] = bf16_to_float(q_data[head * group * dim + i]) * scale;
+      }
+      for (int64_t j = 0; j < count; ++j) {
+        const uint16_t* key = k_data + head * k_head + (first + j) * k_row;
+        float* out = converted.data() + j * dim;
+        for (int64_t d = 0; d < dim; ++d) out[d] = bf16_to_float(key[d]);
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        const float* qg = q_float.data() + g * dim;
+        float* sg = scores.data() + g * kBlock;
+        for (int64_t j = 0; j < count; ++j) {
+          const float* key = converted.data() + j * dim;
+          float dot = 0.0f;
+          for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key[d];
+          sg[j] = dot;
+        }
+        float maximum = sg[0];
+        for (int64_t j = 1; j < count; ++j) maximum = std::max(maximum, sg[j]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < count; ++j) {
+          sg[j] = exp_nonpositive(sg[j] - maximum);
+          sum += sg[j];
+        }
+        float* slot = parts + ((head * blocks + block) * group + g) * row;
+        slot[0] = maximum;
+        slot[1] = sum;
+        std::fill(slot + 2, slot + row, 0.0f);
+      }
+      for (int64_t j = 0; j < count; ++j) {
+        const uint16_t* value = v_data + head * v_head + (first + j) * v_row;
+        float* out = converted.data() + j * dim;
+        for (int64_t d = 0; d < dim; ++d) out[d] = bf16_to_float(value[d]);
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        float* acc = parts + ((head * blocks + block) * group + g) * row + 2;
+        const float* sg = scores.data() + g * kBlock;
+        for (int64_t j = 0; j < count; ++j) {
+          const float weight = sg[j];
+          const float* value = converted.data() + j * dim;
+          for (int64_t d = 0; d < dim; ++d) acc[d] += weight * value[d];
+        }
+      }
+    }
+  });
+  Tensor output = at::empty({1, heads, group, dim}, q.options().dtype(at::kFloat));
+  float* out = output.data_ptr<float>();
+  for (int64_t head = 0; head < heads; ++head) {
+    for (int64_t g = 0; g < group; ++g) {
+      float maximum = -std::numeric_limits<float>::infinity();
+      for (int64_t block = 0; block < blocks; ++block) {
+        maximum = std::max(maximum, parts[((head * blocks + block) * group + g) * row]);
+      }
+      float* o = out + (head * group + g) * dim;
+      std::fill(o, o + dim, 0.0f);
+      float denominator = 0.0f;
+      for (int64_t block = 0; block < blocks; ++block) {
+        const float* slot = parts + ((head * blocks + block) * group + g) * row;
+        const float factor = exp_nonpositive(slot[0] - maximum);
+        denominator += factor * slot[1];
+        for (int64_t d = 0; d < dim; ++d) o[d] += factor * slot[2 + d];
+      }
+      for (int64_t d = 0; d < dim; ++d) o[d] /= denominator;
+    }
+  }
+  return output.to(at::kBFloat16);
+}
 
 // lean_decode._rms_norm: LlamaRMSNorm.forward, operation for operation.
 Tensor rms_norm(const Tensor& hidden, const Tensor& weight, double eps) {
@@ -128,8 +257,7 @@ class Int4LlamaLayers {
       const int64_t batch = query.size(0);
       const int64_t query_heads = query.size(1);
       Tensor folded = query.reshape({batch, kv_heads_, query_heads / kv_heads_, head_dim_});
-      Tensor attended = at::scaled_dot_product_attention(folded, all_keys, all_values, std::nullopt, 0.0,
-                                                         false, scaling_);
+      Tensor attended = decode_attention(folded, all_keys, all_values, scaling_);
       attended = attended.reshape({batch, 1, query_heads, all_values.size(-1)});
       std::vector<int64_t> flat_shape = residual.sizes().vec();
       flat_shape.back() = -1;
@@ -165,4 +293,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       .def("add_layer", &Int4LlamaLayers::add_layer)
       .def("forward", &Int4LlamaLayers::forward, pybind11::call_guard<pybind11::gil_scoped_release>())
       .def("__len__", &Int4LlamaLayers::size);
+  module.def("decode_attention", &decode_attention, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
