@@ -8,6 +8,11 @@ joined, down), times one decode row (``x`` is 1 x K, bf16) through: ``quantizati
 (``cpu/direct_4bit``), and a bf16 ``nn.Linear`` prepacked for oneDNN (``cpu/prepacked_linear``).
 Each kernel runs in turn, ``--reps`` calls a turn, 5 turns; the table shows the median per call in
 process CPU time (all threads), which a shared machine's other jobs do not inflate as they do wall time.
+
+``--prefill`` instead times prefill-sized calls (M rows) on the 135M shapes: the int4 kernel against
+unpacking the weights to bf16 (with tensor operations, or with the compiled ``dequantize_int4`` of
+``cpu/native_step.py``) plus a bf16 matmul, in wall-clock ms per call; where the unpacking wins decides
+``int4_linear.DENSE_FROM_ROWS`` and ``DENSE_FROM_ROWS_NATIVE``.
 """
 
 from __future__ import annotations
@@ -65,13 +70,58 @@ def _per_call(run: Any, x: Any, reps: int) -> float:
     return (time.process_time() - start) / reps * 1e6
 
 
+def prefill_crossover(rows: list[int], reps: int) -> None:
+    """ms per call of the int4 kernel and of unpack + bf16 matmul, per 135M shape and row count."""
+    import torch
+
+    from hermes_core.engines.local.cpu.int4_linear import Int4Group
+    from hermes_core.engines.local.cpu.native_step import extension
+
+    if extension(wait=True) is None:
+        print("the compiled module is not available: only the tensor-operation unpacking is timed")
+
+    def per_call(run: Any) -> float:
+        run()
+        started = time.perf_counter()
+        for _ in range(reps):
+            run()
+        return (time.perf_counter() - started) / reps * 1e3
+
+    print(f"\n{'layer':<9}{'N x K':>11}{'rows':>6}{'int4 ms':>9}{'unpack ms':>11}{'compiled ms':>13}")
+    for model, name, n, k in SHAPES:
+        if model != "135M":
+            continue
+        python = Int4Group([torch.randn(n, k) * 0.02], [None], native=False)
+        compiled = Int4Group([torch.randn(n, k) * 0.02], [None], native=True)
+        for count in rows:
+            x = torch.randn(count, k, dtype=torch.bfloat16)
+            with torch.inference_mode():
+                kernel = per_call(
+                    lambda x=x, g=python: torch.ops.aten._weight_int4pack_mm_for_cpu(
+                        x, g.packed, 32, g.scales_and_zeros
+                    )
+                )
+                unpack = per_call(lambda x=x, g=python: torch.nn.functional.linear(x, g.dense_weight()))
+                native = per_call(lambda x=x, g=compiled: torch.nn.functional.linear(x, g.dense_weight()))
+            print(f"{name:<9}{f'{n}x{k}':>11}{count:>6}{kernel:>9.2f}{unpack:>11.2f}{native:>13.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", default="135M,1B,8B")
+    parser.add_argument("--prefill", action="store_true", help="prefill-sized calls instead (see above)")
     args = parser.parse_args()
     import torch
+
+    if args.prefill:
+        torch.set_num_threads(max(args.threads, 2))
+        print(machine_summary())
+        print(f"load average at start: {load_average()}; torch threads {torch.get_num_threads()}")
+        prefill_crossover([16, 48, 96, 192, 384, 512], max(args.reps // 10, 10))
+        print(f"load average at end: {load_average()}")
+        return
 
     from hermes_core.engines.local.cpu.int4_linear import Int4Group
     from hermes_core.engines.local.cpu.prepacked_linear import prepack_cpu_linears

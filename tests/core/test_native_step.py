@@ -87,6 +87,19 @@ def test_attention_kernel_is_as_accurate_as_torchs(native):
         assert ours_error <= torchs_error + 2e-3, (length, ours_error, torchs_error)
 
 
+def test_prefill_unpacking_gives_the_python_weights_bit_for_bit(native):
+    from hermes_core.engines.local.cpu.int4_linear import Int4Group
+
+    generator = torch.Generator().manual_seed(1)
+    for rows, columns in ((64, 32), (960, 576), (576, 1536), (128, 4096)):
+        weights = [torch.randn(rows // 2, columns, generator=generator) for _ in range(2)]
+        group = Int4Group(weights, [None, None], native=False)
+        python = group.dense_weight()
+        compiled = native.dequantize_int4(group.packed, group.scales_and_zeros, rows, columns, 32)
+        assert compiled.dtype == torch.bfloat16 and torch.equal(compiled, python), (rows, columns)
+        assert torch.equal(Int4Group(weights, [None, None], native=True).dense_weight(), python)
+
+
 def test_tiny_int4_model_steps_match_the_python_step(tiny_model_dir, native):
     loaded = _int4_tiny(tiny_model_dir)
     step = LlamaBatchStep.for_model(loaded.model)
@@ -153,3 +166,16 @@ def test_a_failed_build_is_logged_once_and_decoding_goes_on_in_python(tmp_path, 
     warnings = [record for record in caplog.records if "native decode step unavailable" in record.message]
     assert len(warnings) == 1
     assert not native_step.built_path().exists()
+
+
+def test_prefill_rows_that_unpack_are_fixed_per_process_not_by_build_progress(monkeypatch):
+    from hermes_core.engines.local.cpu import int4_linear
+
+    weights = [torch.randn(64, 64)]
+    assert (
+        int4_linear.Int4Group(weights, [None], native=True).dense_from_rows
+        == int4_linear.DENSE_FROM_ROWS_NATIVE
+    )
+    assert int4_linear.Int4Group(weights, [None], native=False).dense_from_rows == int4_linear.DENSE_FROM_ROWS
+    monkeypatch.setenv(native_step.DISABLE_ENV, "0")
+    assert int4_linear.Int4Group(weights, [None], native=True).dense_from_rows == int4_linear.DENSE_FROM_ROWS

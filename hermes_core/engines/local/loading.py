@@ -253,7 +253,7 @@ def _load_model(
             weight_kwargs["dtype"] = int4_load_dtype(source, dtype, torch_dtype)
         hf_model = _load_weights(where, name, source, local_only, weight_kwargs)
     if quant == "int4":
-        _quantize_int4(hf_model, dtype, int8_head)
+        _quantize_int4(hf_model, dtype, int8_head, native=speedups.native_decode)
     if source == "hub-cache":
         where = _hub_snapshot(name) or where
     loaded = _finish(hf_model, tokenizer, name, source, quant, chat, where, speedups)
@@ -553,12 +553,15 @@ def _ensure_pad_token(tokenizer: Any, model: Any, chat: ChatTokens) -> None:
         generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def _quantize_int4(model: Any, dtype: Any, int8_head: bool = False) -> None:
-    """Pack the decoder projections for torch's CPU int4 kernel (and the output layer in int8), then cast the rest to ``dtype``."""
+def _quantize_int4(model: Any, dtype: Any, int8_head: bool = False, native: bool = True) -> None:
+    """Pack the decoder projections for torch's CPU int4 kernel (and the output layer in int8), then cast the rest to ``dtype``.
+
+    ``native``: prefill chunks unpack the weights with the compiled kernel once it is built (``cpu/native_step.py``).
+    """
     from hermes_core.engines.local.cpu.int4_linear import quantize_linears_int4
     from hermes_core.engines.local.cpu.quantized_head import quantize_output_head
 
-    if quantize_linears_int4(model) == 0:
+    if quantize_linears_int4(model, native=native) == 0:
         raise ModelLoadError(
             f'quantization="int4" found no projection layers to quantize in {type(model).__name__} '
             '(it handles Llama-style q/k/v/o and gate/up/down layers); use "4bit" or None.'

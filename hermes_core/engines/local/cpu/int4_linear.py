@@ -69,10 +69,17 @@ class Int4Group(SiblingGroup):
     direct = True
 
     def __init__(
-        self, weights: Sequence[Any], biases: Sequence[Any | None], group_size: int = GROUP_SIZE
+        self,
+        weights: Sequence[Any],
+        biases: Sequence[Any | None],
+        group_size: int = GROUP_SIZE,
+        native: bool = False,
     ) -> None:
         import torch
 
+        self.native = native  # unpack with the compiled kernel once it is built (``dense_weight``)
+        # Fixed per process (never on whether the build is done yet), so a prompt takes one path every time.
+        self.dense_from_rows = DENSE_FROM_ROWS_NATIVE if native and _native_enabled() else DENSE_FROM_ROWS
         joined = torch.cat([weight.detach() for weight in weights], dim=0)
         codes, scale, low = quantize_rows(joined, group_size)
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
@@ -103,7 +110,7 @@ class Int4Group(SiblingGroup):
         rows = x.reshape(-1, self.in_features)
         if rows.dtype != torch.bfloat16:
             rows = rows.to(torch.bfloat16)
-        if self._unpackable and rows.shape[0] >= DENSE_FROM_ROWS:
+        if self._unpackable and rows.shape[0] >= self.dense_from_rows:
             out = torch.nn.functional.linear(rows, self.dense_weight())
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(
@@ -115,8 +122,21 @@ class Int4Group(SiblingGroup):
         return out if out.dtype == x.dtype else out.to(x.dtype)
 
     def dense_weight(self) -> Any:
-        """The weight ``(N, K)`` in bf16 that the kernel multiplies by: ``(q - 8) * scale + zero`` per group."""
+        """The weight ``(N, K)`` in bf16 that the kernel multiplies by: ``(q - 8) * scale + zero`` per group.
+
+        With ``native`` and the compiled module built, one pass of ``dequantize_int4`` (several times faster,
+        the same bits: tests/core/test_native_step.py); else these tensor operations.
+        """
         import torch
+
+        if self.native and self.group_size == GROUP_SIZE:
+            from hermes_core.engines.local.cpu.native_step import extension
+
+            compiled = extension()
+            if compiled is not None:
+                return compiled.dequantize_int4(
+                    self.packed, self.scales_and_zeros, self.out_features, self.in_features, self.group_size
+                )
 
         rows, columns = self.out_features, self.in_features
         codes = _unpack(self.packed, rows, columns).view(rows, -1, self.group_size).to(torch.float32) - 8
@@ -137,6 +157,17 @@ class Int4Group(SiblingGroup):
 DENSE_FROM_ROWS = 384
 """From this many rows (a long prefill chunk) a call unpacks the weights and runs a bf16 matmul: the
 int4 kernel's cost grows with the rows, about 1.8x a bf16 matmul's at 1,600 (benchmarks/bench_int4.py)."""
+DENSE_FROM_ROWS_NATIVE = 96
+"""The same where the compiled unpacking is used (``native``): it takes a third to a ninth of the time,
+which moves the break-even to about 96 rows on the embedded model's shapes (bench_int4.py --prefill)."""
+
+
+def _native_enabled() -> bool:
+    from hermes_core.engines.local.cpu.native_step import enabled
+
+    return enabled()
+
+
 _PACKED_ROWS = 64
 """Output rows per block of torch's CPU int4 packing: block b holds rows 64b..64b+63 as (K, 32) bytes,
 row 64b + j in the low nibbles and row 64b + 32 + j in the high ones."""
@@ -190,13 +221,17 @@ def int4_linear_class() -> type:
 
 
 def quantize_linears_int4(
-    model: Any, group_size: int = GROUP_SIZE, progress: Callable[[str], None] | None = None
+    model: Any,
+    group_size: int = GROUP_SIZE,
+    progress: Callable[[str], None] | None = None,
+    native: bool = False,
 ) -> int:
     """Replace the decoder layers' projections of ``model`` with int4 layers; returns how many.
 
     Handles the ``q/k/v/o_proj`` and ``gate/up/down_proj`` ``nn.Linear`` layers whose input size
     divides by ``group_size`` (Llama, Mistral, Qwen and their kin); embeddings and the output head
-    stay as they are. Siblings with one input are packed together.
+    stay as they are. Siblings with one input are packed together. ``native``: the groups unpack their
+    weights for prefill with the compiled kernel once it is built (``Int4Group.dense_weight``).
     """
     import torch
 
@@ -226,7 +261,7 @@ def quantize_linears_int4(
         sets.extend([name] for name in candidates if name not in taken)
         for names in sets:
             members = [candidates[name] for name in names]
-            group = Int4Group([m.weight for m in members], [m.bias for m in members], group_size)
+            group = Int4Group([m.weight for m in members], [m.bias for m in members], group_size, native)
             for index, name in enumerate(names):
                 module = linear_class(group, index)
                 group.layers.append(module)

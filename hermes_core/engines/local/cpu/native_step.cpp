@@ -163,6 +163,55 @@ Tensor decode_attention(const Tensor& query, const Tensor& keys, const Tensor& v
   return output.to(at::kBFloat16);
 }
 
+// The bf16 weight (rows, columns) that torch's packed int4 codes stand for, (code - 8) * scale + zero per
+// group, in one pass (int4_linear.Int4Group.dense_weight does it in several tensor operations). The
+// packing is the one int4_linear._unpack reads: block b of 64 output rows holds, per input column, 32
+// bytes; row 64b + j is the low nibble of byte j, row 64b + 32 + j the high nibble.
+Tensor dequantize_int4(const Tensor& packed, const Tensor& scales_and_zeros, int64_t rows, int64_t columns,
+                       int64_t group_size) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && rows % 64 == 0 &&
+                  packed.numel() == rows * columns / 2, "packed int4 codes in torch's CPU layout");
+  TORCH_CHECK(scales_and_zeros.scalar_type() == at::kBFloat16 && scales_and_zeros.is_contiguous() &&
+                  scales_and_zeros.size(0) == columns / group_size && scales_and_zeros.size(1) == rows,
+              "bf16 scales and zeros (columns / group, rows, 2)");
+  TORCH_CHECK(group_size == 32, "groups of 32 inputs");
+  Tensor weight = at::empty({rows, columns}, scales_and_zeros.options());
+  const uint8_t* codes = packed.data_ptr<uint8_t>();
+  const auto* factors = reinterpret_cast<const uint16_t*>(scales_and_zeros.data_ptr<at::BFloat16>());
+  auto* out = reinterpret_cast<uint16_t*>(weight.data_ptr<at::BFloat16>());
+  const int64_t groups = columns / 32;
+  // One task per block of 64 rows and group of 32 columns: a 64 x 32 tile whose rows share nothing but
+  // their group's scale and zero; computed lane by lane (vectorized), then written row by row.
+  at::parallel_for(0, (rows / 64) * groups, 1, [&](int64_t begin, int64_t end) {
+    float scale[64], zero[64];
+    uint16_t tile[32][64];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t block = item / groups, group = item % groups;
+      const uint16_t* pairs = factors + (group * rows + block * 64) * 2;
+      for (int lane = 0; lane < 64; ++lane) {
+        scale[lane] = bf16_to_float(pairs[2 * lane]);
+        zero[lane] = bf16_to_float(pairs[2 * lane + 1]);
+      }
+      for (int column = 0; column < 32; ++column) {
+        const uint8_t* bytes = codes + (block * columns + group * 32 + column) * 32;
+        for (int lane = 0; lane < 64; ++lane) {
+          const int nibble = lane < 32 ? (bytes[lane] & 15) : (bytes[lane - 32] >> 4);
+          const float value = static_cast<float>(nibble - 8) * scale[lane] + zero[lane];
+          uint32_t bits;
+          std::memcpy(&bits, &value, sizeof(bits));
+          bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even, as float -> bf16 does
+          tile[column][lane] = static_cast<uint16_t>(bits >> 16);
+        }
+      }
+      for (int lane = 0; lane < 64; ++lane) {
+        uint16_t* target = out + (block * 64 + lane) * columns + group * 32;
+        for (int column = 0; column < 32; ++column) target[column] = tile[column][lane];
+      }
+    }
+  });
+  return weight;
+}
+
 // lean_decode._rms_norm: LlamaRMSNorm.forward, operation for operation.
 Tensor rms_norm(const Tensor& hidden, const Tensor& weight, double eps) {
   const auto dtype = hidden.scalar_type();
@@ -294,4 +343,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       .def("forward", &Int4LlamaLayers::forward, pybind11::call_guard<pybind11::gil_scoped_release>())
       .def("__len__", &Int4LlamaLayers::size);
   module.def("decode_attention", &decode_attention, pybind11::call_guard<pybind11::gil_scoped_release>());
+  module.def("dequantize_int4", &dequantize_int4, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
