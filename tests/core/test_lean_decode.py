@@ -152,7 +152,7 @@ def test_one_token_step_gives_the_models_logits_bit_for_bit(tiny_model_dir, name
     from hermes_core.engines.local.batch_step import LlamaBatchStep
 
     loaded = _load(tiny_model_dir, name, lean=True)
-    step = LlamaBatchStep.for_model(loaded.model)
+    step = LlamaBatchStep.for_model(loaded.model, native=False)  # the compiled step: test_native_step.py
     expected = _step_logits(loaded.model)
     cache, rows = new_kv_cache(loaded.model), []
     with torch.inference_mode():

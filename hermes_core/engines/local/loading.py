@@ -220,6 +220,10 @@ def _load_model(
 ) -> LoadedModel:
     """``load_model``'s work, on the thread it runs on."""
     started = time.perf_counter()
+    if speedups.native_decode and speedups.lean_decode and target_device(device_map) == "cpu":
+        from hermes_core.engines.local.cpu.native_step import extension
+
+        extension()  # starts the compiled step's one-off build now, beside the load (cached afterwards)
     if isinstance(model, tuple):
         named = quantization is not None and str(quantization).strip().lower() != "none"
         if named or device_map is not None or torch_dtype is not None:

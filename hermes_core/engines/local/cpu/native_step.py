@@ -5,9 +5,10 @@ layer, each with its Python around it. ``native_step.cpp`` makes the same ATen c
 from C++, so a lone request's logits stay the same bit for bit (tests/core/test_native_step.py).
 
 It is compiled with torch's C++ extension builder (ninja and a C++ compiler) once per machine, torch
-version and source, in the background the first time a model decodes, and cached under the library's
-cache directory (``$HERMES_CACHE_DIR`` or the user cache dir). Until the build is done, and wherever it
-cannot be done (no compiler: logged once), decoding runs the Python lean step. Used only for the
+version and source, in the background from the start of a CPU model load, and cached under the library's
+cache directory (``$HERMES_CACHE_DIR`` or the user cache dir). A model's first decode step waits for it,
+so its decoding never changes path midway; wherever it cannot be built (no compiler: logged once),
+decoding runs the Python lean step. Used only for the
 stock Llama layers the lean step handles, with every projection in int4 (``quantization="int4"``, the
 default for a 4-bit GGUF on CPU), folded GQA attention and SiLU. ``HERMES_NATIVE_DECODE=0`` turns it off.
 """
@@ -248,12 +249,17 @@ class NativeSlot:
         self.layers: NativeLayers | None = None
 
     def get(self) -> NativeLayers | None:
-        """The native layers, starting the module's build on the first call; None until it is ready."""
+        """The native layers, or None where they cannot be had.
+
+        The first call waits for the module (built once per machine, about 20 s, usually under way since
+        the load; a cached build loads in milliseconds), so a model decodes the same way from its first
+        token to its last rather than switching when a background build lands.
+        """
         if self.layers is None and self.eligible:
-            native = extension()
+            native = extension(wait=True)
             if native is not None:
                 self.layers = NativeLayers(native, self.lean_layers)
-            elif failure() is not None:
+            else:
                 self.eligible = False
         return self.layers
 
