@@ -48,7 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine_summary
 from _llama_cpp import bench_decode as llama_bench_decode
 from _llama_cpp import missing_reason, quantize
-from bench_decode import Row, engine_speed, load_row
+from bench_decode import Row, engine_speed, load_row, native_status
+
+from hermes_core.engines.local.cpu.threads import on_fresh_thread
 
 SETTLE_SECONDS = 0.5
 PROMPT_TOKENS = 32
@@ -300,9 +302,17 @@ def load_runner(name: str, directory: Path, tokens: int) -> tuple[Callable[[], f
     from transformers import AutoModelForCausalLM
 
     if name == "transformers bf16":
-        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
-        transformers_speed(hf, 3)  # warm-up
-        return lambda: transformers_speed(hf, tokens), int(hf.get_memory_footprint()), "bfloat16, generate"
+        # On threads that end, as the engine loads: a thread that ran torch keeps an OpenMP team while it
+        # lives, and two teams on a machine whose every CPU they use slow each other (bench_openmp_teams.py).
+        hf = on_fresh_thread(
+            lambda: AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
+        )
+        on_fresh_thread(transformers_speed, hf, 3)  # warm-up
+        return (
+            lambda: on_fresh_thread(transformers_speed, hf, tokens),
+            int(hf.get_memory_footprint()),
+            "bfloat16, generate",
+        )
     row = Row("default") if name == "engine default" else Row("int4", {"quantization": "int4"})
     engine = load_row(row, str(directory))
     request = engine_request(tokens)
@@ -323,18 +333,18 @@ def measure_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str
 
     shape = shape_of(size)
     started = time.perf_counter()
-    model = build(shape)
-    weights_denormal, hidden_denormal = denormal_counts(model)
+    model = on_fresh_thread(build, shape)  # no torch work on this thread: see load_runner
+    weights_denormal, hidden_denormal = on_fresh_thread(denormal_counts, model)
     print(f"  {size}: built; denormal weights {weights_denormal}, denormal hidden states {hidden_denormal}")
     directory = workdir / size
-    model.save_pretrained(directory)
+    on_fresh_thread(model.save_pretrained, directory)
     gguf_path = embedded_gguf_path()
     AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).save_pretrained(directory)
     reason = missing_reason()
     q4 = None
     if reason is None and not args.no_llama:
         f16 = workdir / f"{size}.f16.gguf"
-        write_gguf(model, f16)
+        on_fresh_thread(write_gguf, model, f16)
         q4 = quantize(
             f16,
             workdir / f"{size}.Q4_1.gguf",
@@ -439,6 +449,7 @@ def main() -> None:
     )
     print(machine_summary())
     print(f"load average at start: {load_average()}", flush=True)
+    print(f"compiled decode step: {native_status()}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory(prefix="real-sizes-") as tmp:
         for size in args.sizes.split(","):
