@@ -119,7 +119,7 @@ def main() -> None:
         torch.set_num_threads(max(args.threads, 2))
         print(machine_summary())
         print(f"load average at start: {load_average()}; torch threads {torch.get_num_threads()}")
-        prefill_crossover([16, 48, 96, 192, 384, 512], max(args.reps // 10, 10))
+        prefill_crossover([1, 8, 16, 48, 96, 192, 384, 512], max(args.reps // 10, 10))
         print(f"load average at end: {load_average()}")
         return
 
