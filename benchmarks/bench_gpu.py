@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_average, machine_summary
 from bench_engine import TTFT_TOOLS
-from bench_real_sizes import SHAPES
+from bench_real_sizes import SHAPES, transformers_speed
 
 TINY = {
     "hidden_size": 64,
@@ -84,37 +84,6 @@ def tokenizer() -> Any:
 
     gguf = embedded_gguf_path()
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-
-
-def bare_decode(model: Any, prompt: list[int], tokens: int) -> float:
-    """Greedy ``generate`` decode tok/s, first to last new token."""
-    import torch
-
-    stamps: list[float] = []
-
-    class Stamps:
-        seen = False
-
-        def put(self, value: Any) -> None:
-            if self.seen:
-                stamps.append(time.perf_counter())
-            self.seen = True
-
-        def end(self) -> None:
-            pass
-
-    ids = torch.tensor([prompt], device=model.device)
-    with torch.inference_mode():
-        model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            do_sample=False,
-            pad_token_id=0,
-            streamer=Stamps(),
-        )
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 def timed_run(engine: Any, request: Any) -> list[float]:
@@ -188,7 +157,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     forced = dataclasses.replace(forced, max_new_tokens=args.tokens, temperature=0.0)
     unforced = free_run(forced, args.tokens)
 
-    on_fresh_thread(bare_decode, model, prompt, 4)  # warm-ups
+    on_fresh_thread(transformers_speed, model, 4, prompt)  # warm-ups
     timed_run(engine, free_run(plain, 4))
     timed_run(engine, forced)
     figures: dict[str, list[float]] = {
@@ -200,7 +169,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.batch} requests tok/s": [],
     }
     for index in range(args.rounds):
-        figures["bare generate tok/s"].append(on_fresh_thread(bare_decode, model, prompt, args.tokens))
+        figures["bare generate tok/s"].append(on_fresh_thread(transformers_speed, model, args.tokens, prompt))
         figures["engine tok/s"].append(1e3 / per_token_ms(timed_run(engine, free_run(plain, args.tokens))))
         constrained = timed_run(engine, forced)
         figures["grammar ms/token"].append(per_token_ms(constrained))

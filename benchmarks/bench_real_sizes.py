@@ -256,8 +256,9 @@ def probe_peak(name: str, directory: Path, threads: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------- the runners
-def transformers_speed(model: Any, tokens: int) -> float:
-    """Bare ``generate`` decode tok/s of ``tokens`` greedy tokens after the prompt (first to last token)."""
+def transformers_speed(model: Any, tokens: int, prompt: list[int] | None = None) -> float:
+    """Bare ``generate`` decode tok/s of ``tokens`` greedy tokens after ``prompt`` (default: the 32-token
+    one), first to last new token."""
     import torch
 
     times: list[float] = []
@@ -273,7 +274,8 @@ def transformers_speed(model: Any, tokens: int) -> float:
         def end(self) -> None:
             pass
 
-    ids = prompt_ids()[None]
+    ids = prompt_ids()[None] if prompt is None else torch.tensor([prompt])
+    ids = ids.to(model.device)
     with torch.inference_mode():
         model.generate(
             ids,
