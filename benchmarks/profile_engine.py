@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/profile_engine.py [--repeats 4]``. Prints (1) a bare one-pass
 ``model(input_ids)`` over the bench_engine TTFT prompt against the engine's cold time to first token
 on the same prompt, interleaved, for bf16 and fp32; (2) the top ops of one bf16 prefill of that
-prompt; (3) the top ops of 16 decode steps of the default load (int4 on CPUs with native bf16) as the
+prompt, and (2b) of the engine's prefill of it on the default load, in its pieces; (3) the top ops of 16 decode steps of the default load (int4 on CPUs with native bf16) as the
 engine makes them, with the op time and the number of ops per step. It explains the figures of
 ``bench_engine.py``; it does not replace them.
 """
@@ -76,6 +76,31 @@ def prefill_profile() -> str:
     return f"bf16 prefill of {ids.shape[1]} tokens, op time {total:.0f} ms\n{table}"
 
 
+def default_prefill_profile() -> str:
+    """Top ops of the engine's prefill of the TTFT prompt on the default load, cut into pieces as it cuts it."""
+    import torch
+
+    from hermes_core import Message, load_engine
+
+    engine = load_engine(prefix_cache=False, progress=False)
+    request = engine._prepare([Message("user", ASK_COLD)], tools=TTFT_TOOLS).request
+    local = engine.engine
+
+    def run() -> None:
+        with torch.inference_mode():
+            local._prefill_prompt(request)
+
+    run()
+    start = time.perf_counter()
+    run()
+    wall = time.perf_counter() - start
+    table, total = top_ops(run)
+    return (
+        f"default load ({local.loaded.weights_summary()}) prefill of {len(request.prompt_ids)} tokens in the "
+        f"engine's pieces: wall {wall * 1000:.0f} ms, op time {total:.0f} ms\n{table}"
+    )
+
+
 def decode_profile(steps: int = 16) -> str:
     """Top ops of ``steps`` greedy decode steps of the default load, made as the engine makes them."""
     import torch
@@ -129,6 +154,7 @@ def main() -> None:
             f"{dtype:<9} {tokens} tokens  bare prefill {bare:.3f} s  engine TTFT {ttft:.3f} s  ({ttft / bare - 1:+.1%})"
         )
     print("\n2. " + prefill_profile())
+    print("\n2b. " + default_prefill_profile())
     print("\n3. " + decode_profile())
     print(f"load average at end: {os.getloadavg()}")
 
