@@ -75,6 +75,7 @@ ROWS = [
 ]
 SPEEDUP_ROWS = [
     Row("default - native step", {"native_decode": False}),
+    Row("default + int8 head", {"int8_head": True}),
     Row("nf4 - folded GQA", NF4 | {"grouped_decode_attention": False}),
     Row("nf4 - prepacked", NF4 | {"prepack_linear": False}),
     Row("nf4 - direct 4bit", NF4 | {"direct_4bit_kernel": False}),
