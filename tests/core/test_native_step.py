@@ -179,3 +179,15 @@ def test_prefill_rows_that_unpack_are_fixed_per_process_not_by_build_progress(mo
     assert int4_linear.Int4Group(weights, [None], native=False).dense_from_rows == int4_linear.DENSE_FROM_ROWS
     monkeypatch.setenv(native_step.DISABLE_ENV, "0")
     assert int4_linear.Int4Group(weights, [None], native=True).dense_from_rows == int4_linear.DENSE_FROM_ROWS
+
+
+def test_a_layout_the_unpacking_does_not_read_keeps_the_int4_kernel(native):
+    from hermes_core.engines.local.cpu.int4_linear import Int4Group
+
+    weight = torch.randn(96, 64)  # 96 rows: not whole blocks of 64
+    group = Int4Group([weight], [None], native=True)
+    assert not group._unpackable
+    assert torch.equal(group.dense_weight(), Int4Group([weight], [None], native=False).dense_weight())
+    x = torch.randn(128, 64).to(torch.bfloat16)  # past the dense threshold
+    kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, group.packed, 32, group.scales_and_zeros)
+    assert torch.equal(group.run_joined(x), kernel)

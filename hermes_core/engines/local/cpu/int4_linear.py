@@ -129,7 +129,7 @@ class Int4Group(SiblingGroup):
         """
         import torch
 
-        if self.native and self.group_size == GROUP_SIZE:
+        if self.native and self._unpackable and self.group_size == GROUP_SIZE:
             from hermes_core.engines.local.cpu.native_step import extension
 
             compiled = extension()
