@@ -191,3 +191,15 @@ def test_a_layout_the_unpacking_does_not_read_keeps_the_int4_kernel(native):
     x = torch.randn(128, 64).to(torch.bfloat16)  # past the dense threshold
     kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, group.packed, 32, group.scales_and_zeros)
     assert torch.equal(group.run_joined(x), kernel)
+
+
+def test_a_cached_build_that_does_not_load_is_built_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("HERMES_CACHE_DIR", str(tmp_path))
+    for name, value in (("_module", None), ("_failure", None), ("_builder", None)):
+        monkeypatch.setattr(native_step, name, value)
+    broken = native_step.built_path()
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a shared object")
+    module = native_step.extension(wait=True)
+    assert module is not None, native_step.failure()
+    assert hasattr(module, "Int4LlamaLayers") and native_step.failure() is None

@@ -1,7 +1,7 @@
 // One decode step of int4 Llama decoder layers for one row, as one call: the ATen operations of the
-// Python lean step (lean_decode.py, int4_linear.py, folded_attention.py), in the same order, so the
-// results are the same bit for bit. What this saves is the Python between the operations.
-// Built on first use by native_step.py; see there for when it is used.
+// Python lean step (lean_decode.py, int4_linear.py), in the same order, with this file's own attention
+// (decode_attention) in place of torch's. What this saves is the Python between the operations. Also the
+// int4 unpacking for prefill (dequantize_int4). Built and loaded by native_step.py; see there for when.
 
 #include <torch/extension.h>
 

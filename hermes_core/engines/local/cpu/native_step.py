@@ -2,7 +2,10 @@
 
 At the embedded model's size a decode step was a third Python: about a hundred small ATen calls per
 layer, each with its Python around it. ``native_step.cpp`` makes the same ATen calls in the same order
-from C++, so a lone request's logits stay the same bit for bit (tests/core/test_native_step.py).
+from C++, except attention, which is its own: split-softmax over blocks of keys on torch's thread pool
+(torch's CPU kernel splits a one-token step only by head), as accurate and rounded differently
+(tests/core/test_native_step.py). The module also unpacks int4 weights for prefill
+(``int4_linear.Int4Group.dense_weight``), bit for bit as the tensor operations do.
 
 It is compiled with torch's C++ extension builder (ninja and a C++ compiler) once per machine, torch
 version and source, in the background from the start of a CPU model load, and cached under the library's
@@ -31,7 +34,8 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native_step.cpp")
 DISABLE_ENV = "HERMES_NATIVE_DECODE"
 # Built for the CPU it runs on; reassociation lets the attention kernel's sums vectorize (its rounding
-# is its own anyway: see decode_attention in the source).
+# is its own anyway: see decode_attention in the source); -fopenmp compiles at::parallel_for's regions,
+# whose GOMP symbols resolve to the libgomp torch has loaded (no second OpenMP runtime is linked).
 COMPILER_FLAGS = (
     "-O3",
     "-march=native",
@@ -55,7 +59,7 @@ def enabled() -> bool:
 
 
 def extension_name() -> str:
-    """The module's name: its source and the torch version it is built against, hashed."""
+    """The module's name: its source, torch's version, the CPU's flags and the compiler flags, hashed."""
     import torch
 
     identity = b"|".join(
@@ -116,7 +120,14 @@ def failure() -> str | None:
 def _build_and_load() -> None:
     global _module, _failure
     try:
-        module = _load_cached() or _build()
+        module = _load_cached()
+    except (
+        Exception
+    ) as exc:  # an unusable cached build (a torch upgrade under the same version, a truncated file)
+        logger.info("rebuilding the native decode step: the cached build does not load (%s)", exc)
+        module = None
+    try:
+        module = module or _build()
     except Exception as exc:  # no compiler, no ninja, a failed build: decode stays in Python
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         with _lock:
@@ -141,7 +152,7 @@ def _build() -> Any:
     target = built_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as build_dir:
-        cpp_extension.load(
+        module = cpp_extension.load(
             name=name,
             sources=[str(SOURCE)],
             extra_cflags=list(COMPILER_FLAGS),
@@ -150,10 +161,11 @@ def _build() -> Any:
             verbose=False,
         )
         built = Path(build_dir) / f"{name}.so"
-        staged = target.with_suffix(f".{os.getpid()}.tmp")
-        shutil.copyfile(built, staged)
-        os.replace(staged, target)
-    return _import(target)
+        if built.is_file():  # absent when torch hands back a build this process already loaded
+            staged = target.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(built, staged)
+            os.replace(staged, target)
+    return module
 
 
 def _ninja_on_path() -> None:
