@@ -18,6 +18,7 @@ from hermes_core import Message, load_engine
 from hermes_core.engines.base import GenerationRequest
 from hermes_core.engines.local.batch_step import LlamaBatchStep, RowByRowStep, single_row_logits
 from hermes_core.engines.local.kv_cache import new_kv_cache
+from tests.core.batch_check import assert_batched_equals_one_row_steps
 from tests.core.test_engine import TIME_TOOL, WEATHER_TOOL
 
 PROSE = dict(constrained=False, temperature=1.0)
@@ -88,19 +89,8 @@ def test_batched_step_is_bit_identical_to_one_row_steps_in_bf16(tiny_model_dir, 
     assert step is not None
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(10, 300, (n,), generator=generator).tolist() for n in (5, 17, 40, 9)]
-    caches = [new_kv_cache(model) for _ in prompts]
+    tokens = assert_batched_equals_one_row_steps(model, step, prompts, [3, 100, 200, 7], steps=6)
     with torch.inference_mode():
-        for prompt, cache in zip(prompts, caches, strict=True):
-            single_row_logits(model, "cache", prompt, cache)
-        alone = [copy.deepcopy(cache) for cache in caches]
-        tokens = [3, 100, 200, 7]
-        for _ in range(6):
-            batched = step(tokens, caches)
-            solo = torch.cat(
-                [single_row_logits(model, "cache", [t], c) for t, c in zip(tokens, alone, strict=True)]
-            )
-            assert torch.equal(batched, solo)
-            tokens = batched.argmax(-1).tolist()
         # fp32 differs from one-row steps only by the batched matmuls' rounding
         fp32 = load_engine(str(tiny_model_dir), torch_dtype=torch.float32).model
         rows = RowByRowStep(fp32, "cache")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -74,8 +72,8 @@ def test_only_a_plain_cpu_head_is_replaced(tiny_model_dir):
 
 @pytest.mark.skipif(not int4_kernels_available(), reason="this torch has no CPU int4 kernels")
 def test_int4_with_int8_head_and_a_batched_step_equals_one_row_steps(tiny_model_dir):
-    from hermes_core.engines.local.batch_step import LlamaBatchStep, single_row_logits
-    from hermes_core.engines.local.kv_cache import new_kv_cache
+    from hermes_core.engines.local.batch_step import LlamaBatchStep
+    from tests.core.batch_check import assert_batched_equals_one_row_steps
 
     assert (
         type(load_model(tiny_model_dir, progress=False, quantization="int4").model.lm_head).__name__
@@ -92,19 +90,8 @@ def test_int4_with_int8_head_and_a_batched_step_equals_one_row_steps(tiny_model_
     step = LlamaBatchStep.for_model(model)
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(10, 300, (n,), generator=generator).tolist() for n in (5, 17, 9)]
-    caches = [new_kv_cache(model) for _ in prompts]
+    assert_batched_equals_one_row_steps(model, step, prompts, [3, 100, 200], steps=4)
     with torch.inference_mode():
-        for prompt, cache in zip(prompts, caches, strict=True):
-            single_row_logits(model, "cache", prompt, cache)
-        alone = [copy.deepcopy(cache) for cache in caches]
-        tokens = [3, 100, 200]
-        for _ in range(4):
-            batched = step(tokens, caches)
-            solo = torch.cat(
-                [single_row_logits(model, "cache", [t], c) for t, c in zip(tokens, alone, strict=True)]
-            )
-            assert torch.equal(batched, solo)
-            tokens = batched.argmax(-1).tolist()
         # The greedy token is the dense head's: same hidden state, same argmax.
         hidden = torch.randn(5, 1, 64).to(loaded.dtype)
         assert torch.equal(model.lm_head(hidden).argmax(-1), dense.model.lm_head(hidden).argmax(-1))

@@ -149,9 +149,10 @@ class LlamaBatchStep:
         """Float32 logits ``(1, vocab)`` after feeding ``token`` to one request's whole ``cache``.
 
         ``model.forward``'s operations for one token in its order, without its wrappers: no
-        ``nn.Module.__call__`` per layer, no mask building, no output objects. That was about a
-        tenth of the embedded model's decode step; the logits are the model's own bit for bit
-        (tests/core/test_lean_decode.py).
+        ``nn.Module.__call__`` per layer, no mask building, no output objects (about 6% of the embedded
+        model's decode step), with logits the model's own bit for bit (tests/core/test_lean_decode.py).
+        Where the compiled step covers the layers (``cpu/native_step.py``) they run as one C++ call
+        instead, whose attention rounds differently (tests/core/test_native_step.py).
         """
         import torch
 
@@ -165,7 +166,7 @@ class LlamaBatchStep:
         if native is not None and can_run(cache, len(self.layers)):
             head_dim = self.layers[0].layer.self_attn.head_dim
             tables = self.layers[0].rotary_tables.for_step(*position_embeddings, head_dim)
-        if tables is not None:  # the same operations from C++ (cpu/native_step.py)
+        if tables is not None:  # the lean step from C++, with its own attention (cpu/native_step.py)
             hidden = native.run(hidden, *tables, cache)
         else:
             for lean in self.layers:

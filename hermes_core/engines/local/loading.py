@@ -176,8 +176,9 @@ def load_model(
     ``lean_decode=False`` keeps transformers' own one-token step of Llama decoder layers (the default
     runs the same operations with less Python in between, identical results; see ``_lean_decode``);
     ``native_decode=False`` keeps that lean step in Python where it would otherwise run compiled (int4
-    Llama layers: the same operations from C++, identical results, built on first use; see
-    ``cpu/native_step.py``).
+    Llama layers: the same operations from C++ with its own attention, as accurate and rounded
+    differently, built once per machine; see ``cpu/native_step.py``), and prefill's int4 unpacking in
+    tensor operations (the compiled one gives the same bits).
 
     ``int8_head=True`` (with ``"int4"``) also takes the output layer to int8 (``cpu/quantized_head.py``):
     29 MB less for the embedded model, the same greedy tokens, no faster decode at this size.

@@ -14,6 +14,7 @@ bitsandbytes path does (``direct_4bit``); the lean decode step takes their joine
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -209,15 +210,10 @@ def _module_class() -> type:
     return Int4Linear
 
 
-_INT4_LINEAR: type | None = None
-
-
+@functools.cache
 def int4_linear_class() -> type:
     """The ``Int4Linear`` module class (built on first use, so importing this module needs no torch)."""
-    global _INT4_LINEAR
-    if _INT4_LINEAR is None:
-        _INT4_LINEAR = _module_class()
-    return _INT4_LINEAR
+    return _module_class()
 
 
 def quantize_linears_int4(

@@ -14,6 +14,7 @@ logits that sampling and a grammar mask see are the dense head's where it matter
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 RESCORED = 16
@@ -92,15 +93,10 @@ def _rescore(out: Any, rows: Any, dense: Any) -> None:
         out[row, columns] = torch.nn.functional.linear(rows[row : row + 1], dense[columns])[0]
 
 
-_INT8_LINEAR: type | None = None
-
-
+@functools.cache
 def int8_linear_class() -> type:
     """The ``Int8Linear`` module class (built on first use, so importing this module needs no torch)."""
-    global _INT8_LINEAR
-    if _INT8_LINEAR is None:
-        _INT8_LINEAR = _module_class()
-    return _INT8_LINEAR
+    return _module_class()
 
 
 def quantize_output_head(model: Any, dtype: Any) -> bool:
