@@ -155,7 +155,7 @@ def test_models_it_does_not_cover_keep_the_python_step(tiny_model_dir, monkeypat
 def test_a_failed_build_is_logged_once_and_decoding_goes_on_in_python(tmp_path, monkeypatch, caplog):
     broken = tmp_path / "native_step.cpp"
     broken.write_text("#include <torch/extension.h>\nthis is not C++;\n")
-    monkeypatch.setattr(native_step, "SOURCE", broken)
+    monkeypatch.setattr(native_step, "SOURCES", (broken,))
     monkeypatch.setenv("HERMES_CACHE_DIR", str(tmp_path / "cache"))
     for name, value in (("_module", None), ("_failure", None), ("_builder", None)):
         monkeypatch.setattr(native_step, name, value)

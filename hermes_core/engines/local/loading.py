@@ -22,6 +22,7 @@ from hermes_core.engines.local import gguf_cache as _gguf_cache
 from hermes_core.engines.local.cpu.direct_4bit import direct_cpu_4bit
 from hermes_core.engines.local.cpu.folded_attention import use_grouped_decode_attention
 from hermes_core.engines.local.cpu.lean_decode import use_lean_decode_layers
+from hermes_core.engines.local.cpu.prefill_attention import use_native_prefill_attention
 from hermes_core.engines.local.cpu.prepacked_linear import prepack_cpu_linears, prepacked_bytes
 from hermes_core.engines.local.cpu.quantized_head import quantized_head_summary
 from hermes_core.engines.local.cpu.threads import on_fresh_thread
@@ -98,6 +99,8 @@ class LoadedModel:
     lean_decode_layers: int = 0
     # Whether a lone request's lean step may run compiled (hermes_core.engines.local.cpu.native_step).
     native_decode: bool = False
+    # Attention layers whose causal prompt pieces run on the compiled kernel (hermes_core.engines.local.cpu.prefill_attention).
+    native_prefill_layers: int = 0
     # The prompt family the chat template belongs to, or the one named at load (hermes_core.format.variants).
     chat_variant: str = "hermes-2-pro"
 
@@ -177,8 +180,9 @@ def load_model(
     runs the same operations with less Python in between, identical results; see ``_lean_decode``);
     ``native_decode=False`` keeps that lean step in Python where it would otherwise run compiled (int4
     Llama layers: the same operations from C++ with its own attention, as accurate and rounded
-    differently, built once per machine; see ``cpu/native_step.py``), and prefill's int4 unpacking in
-    tensor operations (the compiled one gives the same bits).
+    differently, built once per machine; see ``cpu/native_step.py``), prefill's int4 unpacking in
+    tensor operations (the compiled one gives the same bits), and bf16 prefill attention on torch's
+    kernel (the compiled one, ``cpu/prefill_attention.py``, is 4-7x faster and rounds differently).
 
     ``int8_head=True`` (with ``"int4"``) also takes the output layer to int8 (``cpu/quantized_head.py``):
     29 MB less for the embedded model, the same greedy tokens, no faster decode at this size.
@@ -221,7 +225,7 @@ def _load_model(
 ) -> LoadedModel:
     """``load_model``'s work, on the thread it runs on."""
     started = time.perf_counter()
-    if speedups.native_decode and speedups.lean_decode and target_device(device_map) == "cpu":
+    if speedups.native_decode and target_device(device_map) == "cpu":
         from hermes_core.engines.local.cpu.native_step import extension
 
         extension()  # starts the compiled step's one-off build now, beside the load (cached afterwards)
@@ -598,6 +602,7 @@ def _finish(
     prepack = owned if speedups.prepack_linear is None else speedups.prepack_linear
     packed = prepack_cpu_linears(model, release_dense=owned) if prepack else 0
     lean = use_lean_decode_layers(model) if speedups.lean_decode else 0
+    native_prefill = use_native_prefill_attention(model) if grouped and speedups.native_decode else 0
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -615,6 +620,7 @@ def _finish(
         prepacked_linears=packed,
         lean_decode_layers=lean,
         native_decode=bool(lean) and speedups.native_decode,
+        native_prefill_layers=native_prefill,
     )
 
 

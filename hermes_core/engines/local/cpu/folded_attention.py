@@ -4,8 +4,9 @@ For one new token with no mask, transformers calls ``scaled_dot_product_attentio
 On CPU in bf16 that kernel took 1.2 ms per layer at 1,600 cached tokens here (benchmarks/
 bench_cpu_kernels.py), 36 ms of a decode step of the embedded model; given the query heads folded into
 the rows of their key/value head (``[batch, kv_heads, group, dim]``, the layout transformers itself
-uses when a mask is present) the same kernel took 0.31 ms. Every other call (prefill, masks, fp32,
-GPUs) goes to transformers' own ``sdpa``. The result is as accurate but rounded differently, so greedy
+uses when a mask is present) the same kernel took 0.31 ms. Causal prompt pieces of models marked for it
+go to the compiled prefill kernel (``prefill_attention.py``). Every other call (masks, fp32, GPUs) goes
+to transformers' own ``sdpa``. The result is as accurate but rounded differently, so greedy
 text can part from transformers' after some tokens (benchmarks/decode_agreement.py).
 
 Registered with transformers' ``AttentionInterface`` under ``ATTENTION_NAME``; it applies to prefill
@@ -55,9 +56,14 @@ def grouped_decode_attention(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[Any, None]:
-    """transformers' ``sdpa`` attention, with one-token GQA steps in bf16/fp16 on CPU run with folded heads."""
+    """transformers' ``sdpa`` attention, with one-token GQA steps in bf16/fp16 on CPU run with folded heads
+    and causal prompt pieces on the compiled kernel where the model is marked for it."""
     if folds(module, query, attention_mask, kwargs, dropout):
         return folded_attention(query, key, value, scaling), None
+    from hermes_core.engines.local.cpu import prefill_attention
+
+    if prefill_attention.applies(module, query, key, value, attention_mask, kwargs, dropout):
+        return prefill_attention.prefill_attention(query, key, value, scaling), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     return sdpa_attention_forward(

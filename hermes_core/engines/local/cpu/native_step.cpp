@@ -2,6 +2,7 @@
 // Python lean step (lean_decode.py, int4_linear.py), in the same order, with this file's own attention
 // (decode_attention) in place of torch's. What this saves is the Python between the operations. Also the
 // int4 unpacking for prefill (dequantize_int4). Built and loaded by native_step.py; see there for when.
+// The module also carries prefill_attention.cpp's kernel, bound at the end of this file.
 
 #include <torch/extension.h>
 
@@ -336,6 +337,13 @@ class Int4LlamaLayers {
 
 }  // namespace
 
+namespace hermes_prefill {  // prefill_attention.cpp
+bool available();
+bool is_causal_after_cache(const at::Tensor& mask);
+at::Tensor prefill_attention(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
+                             double scaling);
+}  // namespace hermes_prefill
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   pybind11::class_<Int4LlamaLayers>(module, "Int4LlamaLayers")
       .def(pybind11::init<int64_t, int64_t, double>())
@@ -344,4 +352,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       .def("__len__", &Int4LlamaLayers::size);
   module.def("decode_attention", &decode_attention, pybind11::call_guard<pybind11::gil_scoped_release>());
   module.def("dequantize_int4", &dequantize_int4, pybind11::call_guard<pybind11::gil_scoped_release>());
+  module.def("prefill_attention_available", &hermes_prefill::available);
+  module.def("is_causal_after_cache", &hermes_prefill::is_causal_after_cache,
+             pybind11::call_guard<pybind11::gil_scoped_release>());
+  module.def("prefill_attention", &hermes_prefill::prefill_attention,
+             pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -5,7 +5,8 @@ layer, each with its Python around it. ``native_step.cpp`` makes the same ATen c
 from C++, except attention, which is its own: split-softmax over blocks of keys on torch's thread pool
 (torch's CPU kernel splits a one-token step only by head), as accurate and rounded differently
 (tests/core/test_native_step.py). The module also unpacks int4 weights for prefill
-(``int4_linear.Int4Group.dense_weight``), bit for bit as the tensor operations do.
+(``int4_linear.Int4Group.dense_weight``), bit for bit as the tensor operations do, and carries the bf16
+prefill attention kernel of ``prefill_attention.cpp`` (see ``prefill_attention.py``).
 
 It is compiled with torch's C++ extension builder (ninja and a C++ compiler) once per machine, torch
 version and source, in the background from the start of a CPU model load, and cached under the library's
@@ -31,7 +32,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("native_step.cpp")
+# The module's sources: the decode step (and int4 unpacking) and the prefill attention kernel.
+SOURCES = (Path(__file__).with_name("native_step.cpp"), Path(__file__).with_name("prefill_attention.cpp"))
 DISABLE_ENV = "HERMES_NATIVE_DECODE"
 # Built for the CPU it runs on; reassociation lets the attention kernel's sums vectorize (its rounding
 # is its own anyway: see decode_attention in the source); -fopenmp compiles at::parallel_for's regions,
@@ -64,7 +66,7 @@ def extension_name() -> str:
 
     identity = b"|".join(
         [
-            SOURCE.read_bytes(),
+            *(source.read_bytes() for source in SOURCES),
             torch.__version__.encode(),
             _cpu_flags().encode(),
             " ".join(COMPILER_FLAGS).encode(),
@@ -154,7 +156,7 @@ def _build() -> Any:
     with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as build_dir:
         module = cpp_extension.load(
             name=name,
-            sources=[str(SOURCE)],
+            sources=[str(source) for source in SOURCES],
             extra_cflags=list(COMPILER_FLAGS),
             build_directory=build_dir,
             is_python_module=True,
