@@ -103,11 +103,21 @@ inline void score_block(const uint16_t* query, int64_t dim, const uint16_t* pack
   }
   const __m512 s = _mm512_set1_ps(scale);
   for (int r = 0; r < ROWS; ++r)
-    for (int v = 0; v < VECTORS; ++v) _mm512_storeu_ps(scores + r * score_stride + v * 16, _mm512_mul_ps(acc[r][v], s));
+    for (int v = 0; v < VECTORS; ++v)
+      _mm512_storeu_ps(scores + r * score_stride + v * 16, _mm512_mul_ps(acc[r][v], s));
 }
 
 // out[ROWS x 16*DV] += weights[ROWS x 2*pairs] (bf16) times packed values: per pair of keys and
 // dimension, the two keys' values side by side.
+// Scores of ROWS query rows against a chunk's first vectors x 16 keys, into rows kChunk floats apart.
+template <int ROWS>
+inline void score_rows(const uint16_t* query, int64_t dim, const uint16_t* keys, int64_t vectors, float scale,
+                       float* scores) {
+  int64_t v = 0;
+  for (; v + 4 <= vectors; v += 4) score_block<ROWS, 4>(query, dim, keys + v * 16 * dim, scale, scores + v * 16, kChunk);
+  for (; v < vectors; ++v) score_block<ROWS, 1>(query, dim, keys + v * 16 * dim, scale, scores + v * 16, kChunk);
+}
+
 template <int ROWS, int DV>
 inline void value_block(const uint16_t* weights, int64_t weight_stride, const uint16_t* packed_values,
                         int64_t pairs, float* out) {
@@ -138,7 +148,6 @@ void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t f
                  const uint16_t* packed_keys, const uint16_t* packed_values, float scale, float* scores,
                  uint16_t* weights, float* out, float* maxima, float* sums) {
   constexpr int64_t dim = DV * 16;
-  const int64_t pairs = dim / 2;
   std::fill(out, out + rows * dim, 0.0f);
   std::fill(maxima, maxima + rows, -std::numeric_limits<float>::infinity());
   std::fill(sums, sums + rows, 0.0f);
@@ -148,20 +157,8 @@ void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t f
     const int64_t vectors = (width + 15) / 16;
     const uint16_t* chunk_keys = packed_keys + start * dim;
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      int64_t v = 0;
-      for (; v + 4 <= vectors; v += 4)
-        score_block<4, 4>(queries + r * dim, dim, chunk_keys + v * 16 * dim, scale, scores + r * kChunk + v * 16, kChunk);
-      for (; v < vectors; ++v)
-        score_block<4, 1>(queries + r * dim, dim, chunk_keys + v * 16 * dim, scale, scores + r * kChunk + v * 16, kChunk);
-    }
-    for (; r < rows; ++r) {
-      int64_t v = 0;
-      for (; v + 4 <= vectors; v += 4)
-        score_block<1, 4>(queries + r * dim, dim, chunk_keys + v * 16 * dim, scale, scores + r * kChunk + v * 16, kChunk);
-      for (; v < vectors; ++v)
-        score_block<1, 1>(queries + r * dim, dim, chunk_keys + v * 16 * dim, scale, scores + r * kChunk + v * 16, kChunk);
-    }
+    for (; r + 4 <= rows; r += 4) score_rows<4>(queries + r * dim, dim, chunk_keys, vectors, scale, scores + r * kChunk);
+    for (; r < rows; ++r) score_rows<1>(queries + r * dim, dim, chunk_keys, vectors, scale, scores + r * kChunk);
     const int64_t padded = vectors * 16;
     for (r = 0; r < rows; ++r) {
       float* row_scores = scores + r * kChunk;
@@ -184,7 +181,8 @@ void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t f
       for (int64_t j = 0; j < padded; j += 16) {
         const int64_t left = seen - j;
         const __mmask16 lanes = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
-        const __m512 e = _mm512_maskz_mov_ps(lanes, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row_scores + j), shift)));
+        const __m512 shifted = _mm512_sub_ps(_mm512_loadu_ps(row_scores + j), shift);
+        const __m512 e = _mm512_maskz_mov_ps(lanes, exp_nonpositive(shifted));
         total = _mm512_add_ps(total, e);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_weights + j), (__m256i)(_mm512_cvtneps_pbh(e)));
       }
@@ -204,7 +202,6 @@ void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t f
       value_block<block, DV>(weights + r * kChunk, kChunk, chunk_values, value_pairs, out + r * dim);
     for (; r < rows; ++r) value_block<1, DV>(weights + r * kChunk, kChunk, chunk_values, value_pairs, out + r * dim);
   }
-  (void)pairs;
 }
 
 // Keys (length, dim) with row stride -> per 16 keys and pair of dimensions, the 16 keys' pair side by
@@ -253,7 +250,8 @@ Tensor attend(const Tensor& query, const Tensor& keys, const Tensor& values, dou
       if (item % 2 == 0) {
         pack_keys(key_data + b * keys.stride(0) + h * keys.stride(1), keys.stride(2), length, padded, dim, target);
       } else {
-        pack_values(value_data + b * values.stride(0) + h * values.stride(1), values.stride(2), length, padded, dim, target);
+        pack_values(value_data + b * values.stride(0) + h * values.stride(1), values.stride(2), length, padded, dim,
+                    target);
       }
     }
   });
