@@ -89,7 +89,6 @@ def _decode_panel(ax: Any, decode: dict[str, Any]) -> None:
 def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
     """Decode speed per load, short and long context, each bar labelled with its share of llama.cpp's."""
     rows = list(engine["decode"].items())
-    reference = engine["llama_cpp_reference_tok_s"]
     height = 0.38
     for i, (context, alpha) in enumerate(zip(engine["contexts"], (1.0, 0.55), strict=True)):
         for y, (label, speeds) in enumerate(rows):
@@ -107,30 +106,42 @@ def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
             shares = engine["share_of_llama_cpp_percent"].get(label)
             share = f" ({shares[i]}%)" if shares else ""
             ax.text(speeds[i] + 1.5, position, f"{speeds[i]:g}{share}", va="center", fontsize=7)
-    ax.set_xlim(0, max(reference) * 1.3)
+    ax.set_xlim(0, max(max(speeds) for _, speeds in rows) * 1.45)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.legend(fontsize=7, loc="center right")
-    ax.set_xlabel("greedy decode tok/s (% of llama.cpp, median of per-round ratios); blue = a CPU default")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax.set_xlabel("greedy decode tok/s (% of llama.cpp, per-round ratios); blue = default", fontsize=8)
     threads = engine.get("threads")
     cores = f"{threads} thread{'s' if threads != 1 else ''} each" if threads else "2 cores"
-    ax.set_title(f"Decode speed: engine vs llama.cpp, same 135M model, {cores}", fontsize=10)
+    ax.set_title(f"Decode speed: engine vs llama.cpp, same 135M model, {cores}", fontsize=10, pad=16)
 
 
-def _engine_ttft_panel(ax: Any, engine: dict[str, Any]) -> None:
-    """Time to the first token on a long tools prompt, cold and with the reused prefix."""
-    rows = list(engine["ttft"].items())
-    width = 0.38
-    for i, (name, color) in enumerate([("cold", COLORS[2]), ("cached prefix", COLORS[1])]):
-        xs = [j + (i - 0.5) * width for j in range(len(rows))]
-        values = [row[i] for _, row in rows]
-        ax.bar(xs, values, width, label=name, color=color)
-        for x, value in zip(xs, values, strict=True):
-            ax.text(x, value + 0.03, f"{value:g}", ha="center", fontsize=7)
-    ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
-    ax.set_ylabel("seconds")
-    ax.set_title(f"Time to first token, {engine['ttft_prompt_tokens']}-token tools prompt", fontsize=10)
-    ax.legend(fontsize=8)
+def _engine_prefill_panel(ax: Any, engine: dict[str, Any]) -> None:
+    """Prefill speed per load, short prompt and tools prompt, each bar labelled with its ratio to llama.cpp's."""
+    rows = list(engine["prefill"].items())
+    height = 0.38
+    for i, (context, alpha) in enumerate(zip(engine["prefill_contexts"], (0.55, 1.0), strict=True)):
+        for y, (label, speeds) in enumerate(rows):
+            base = COLORS[0] if label in engine["defaults"] else COLORS[2]
+            color = "#c62828" if label.startswith("llama.cpp") else base
+            position = y + (i - 0.5) * height
+            ax.barh(
+                position,
+                speeds[i],
+                height=height,
+                color=color,
+                alpha=alpha,
+                label=context if y == 0 else None,
+            )
+            ratios = engine["prefill_x_llama"].get(label)
+            ratio = f" (x{ratios[i]:g})" if ratios else ""
+            ax.text(speeds[i] + 15, position, f"{speeds[i]:g}{ratio}", va="center", fontsize=7)
+    ax.set_xlim(0, max(max(speeds) for _, speeds in rows) * 1.3)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax.set_xlabel("prompt tok/s (x llama.cpp, per-round ratios); blue = default", fontsize=8)
+    ax.set_title("Prefill vs llama.cpp, same model, no prompt cache", fontsize=10, pad=16)
 
 
 def _real_sizes_panel(ax: Any, real: dict[str, Any]) -> None:
@@ -188,7 +199,7 @@ def plot(figures: dict[str, Any], out: Path) -> Path:
     fig = plt.figure(figsize=(11, 16 if extra else 12), dpi=100)
     grid = fig.add_gridspec(rows, 2, height_ratios=[1, 1, 1.1, 1] if extra else [1, 1.1, 1])
     _engine_decode_panel(fig.add_subplot(grid[0, 0]), figures["engine"])
-    _engine_ttft_panel(fig.add_subplot(grid[0, 1]), figures["engine"])
+    _engine_prefill_panel(fig.add_subplot(grid[0, 1]), figures["engine"])
     drawers = {"real_sizes": _real_sizes_panel, "streaming": _streaming_panel}
     for column, name in enumerate(extra):
         drawers[name](fig.add_subplot(grid[1, column]), figures[name])

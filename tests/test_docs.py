@@ -24,6 +24,8 @@ FIGURE_KEYS = (
     "ttft_prompt_tokens",
     "llama_cpp_reference_tok_s",
     "share_of_llama_cpp_percent",
+    "prefill",
+    "prefill_x_llama",
 )
 
 
