@@ -131,6 +131,8 @@ def test_applies_only_to_marked_causal_bf16_pieces_it_supports(native):
     assert not applies(marked, query, key, value, None, {"is_causal": False}, 0.0)
     assert not applies(marked, query, key, value, None, {}, 0.1)  # dropout
     assert not applies(marked, query, key, value, None, {"softcap": 30.0}, 0.0)
+    wider = _causal(6, 10)[None, None]  # a static cache's mask: more key slots than keys given
+    assert native.is_causal_after_cache(wider) and not applies(marked, query, key, value, wider, {}, 0.0)
 
 
 def test_loads_mark_bf16_grouped_attention_unless_native_is_off(tiny_model_dir):

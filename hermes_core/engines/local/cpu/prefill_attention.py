@@ -75,6 +75,9 @@ def applies(
         return False
     if attention_mask is None:
         return key.shape[2] == query.shape[2]  # transformers drops the mask only where it is plain causal
+    batch, rows, columns = attention_mask.shape[0], *attention_mask.shape[-2:]
+    if (rows, columns) != (query.shape[2], key.shape[2]) or batch not in (1, query.shape[0]):
+        return False  # e.g. a static cache's mask over room not yet filled
     return native.is_causal_after_cache(attention_mask)
 
 
