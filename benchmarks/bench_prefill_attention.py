@@ -12,6 +12,10 @@ Run: ``.venv/bin/python benchmarks/bench_prefill_attention.py [--repeats 7] [--t
    the kernel's prefill goes: attention and int4 unpacking timed at their compiled calls.
 3. Accuracy: next-token KL divergence from the float32 model after a cold prefill of three texts, for
    the bf16 model with the kernel and with torch's.
+4. Eight concurrent requests over the cached tools prompt on the default load (bench_batching.py's
+   requests: distinct questions, ``--batch-tokens`` tokens each, no stop): aggregate tokens/s and the
+   slowest first token, with the kernel in the batched steps' shared-prefix attention and without
+   (marks switched on one engine, interleaved, medians of ``--rounds``).
 """
 
 from __future__ import annotations
@@ -157,10 +161,33 @@ def accuracy() -> None:
         print(f"{len(ids):>6} {kl[0]:>12.5f} {kl[1]:>10.5f}")
 
 
+def batched(rounds: int, tokens: int) -> None:
+    from bench_batching import TOOLS, _requests, _run
+
+    from hermes_core import load_engine
+
+    engine = load_engine(None, max_batch_size=8)
+    requests = _requests(engine, 8, TOOLS, tokens)
+    _run(engine, requests)  # warm-up: the tools turn into the prefix cache, grammar-free
+    results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for round_ in range(rounds):
+        for compiled in (True, False) if round_ % 2 == 0 else (False, True):
+            set_marks(engine.model, compiled)
+            results[compiled].append(_run(engine, requests))
+    set_marks(engine.model, True)
+    for compiled, runs in results.items():
+        name = "compiled attention" if compiled else "torch's attention "
+        tok_s = statistics.median(run["tok_s"] for run in runs)
+        slowest = statistics.median(run["ttft_max"] for run in runs)
+        print(f"{name}  {tok_s:7.1f} tok/s aggregate, slowest first token {slowest:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the concurrent-requests section")
+    parser.add_argument("--batch-tokens", type=int, default=32, help="new tokens per concurrent request")
     args = parser.parse_args()
     import torch
 
@@ -178,6 +205,10 @@ def main() -> None:
     engine_prefill(native, args.repeats)
     print("\n3. next-token KL divergence from the float32 model (bf16 loads)")
     accuracy()
+    print(
+        f"\n4. 8 concurrent requests over the cached tools prompt, {args.batch_tokens} tokens each (medians)"
+    )
+    batched(args.rounds, args.batch_tokens)
     print(f"\nload average at end: {load_average()}")
 
 

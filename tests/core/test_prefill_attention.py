@@ -192,3 +192,72 @@ def _set_marks(model, value: bool) -> None:
     for module in model.modules():
         if hasattr(module, prefill_attention.MARK):
             setattr(module, prefill_attention.MARK, value)
+
+
+def _softmax_attention(query, keys, values, visible, scale):
+    """float64 attention of query (1, heads, n, dim) over keys/values (1, kv, m, dim) where ``visible`` (n, m)."""
+    group = query.shape[1] // keys.shape[1]
+    keys, values = (tensor.double().repeat_interleave(group, 1) for tensor in (keys, values))
+    scores = (query.double() @ keys.transpose(-1, -2)) * scale
+    return (torch.softmax(scores.masked_fill(~visible, float("-inf")), -1) @ values).transpose(1, 2)
+
+
+def test_shared_prefix_attention_on_the_kernel_is_as_accurate_as_without(native, monkeypatch):
+    """Batched steps over a shared prefix merge partial attentions by log-sum-exp; the kernel's parts merge as well."""
+    from hermes_core.engines.local.shared_prefix import SharedPrefix, cascade_attention, pieces_attention
+
+    calls = []
+    kernel = prefill_attention.attention_with_lse
+    monkeypatch.setattr(
+        prefill_attention,
+        "attention_with_lse",
+        lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs),
+    )
+    generator = torch.Generator().manual_seed(3)
+    heads, kv_heads, dim, scale = 9, 3, 64, 0.125
+
+    def bf16(*shape):
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    prefix_key, prefix_value = bf16(1, kv_heads, 300, dim) * 2, bf16(1, kv_heads, 300, dim)
+    # One-token steps of four rows (cascade_attention).
+    query = bf16(4, heads, 1, dim)
+    suffixes = [(bf16(1, kv_heads, n, dim) * 2, bf16(1, kv_heads, n, dim)) for n in (1, 7, 20, 65)]
+    errors = {}
+    for compiled in (True, False):
+        merged = cascade_attention(query, prefix_key, prefix_value, suffixes, scale, compiled=compiled)
+        worst = 0.0
+        for row, (key, value) in enumerate(suffixes):
+            keys, values = torch.cat([prefix_key, key], 2), torch.cat([prefix_value, value], 2)
+            exact = _softmax_attention(
+                query[row : row + 1], keys, values, torch.ones(1, keys.shape[2], dtype=torch.bool), scale
+            )
+            worst = max(worst, float((merged[row : row + 1].double() - exact).abs().max()))
+        errors[compiled] = worst
+    assert calls and errors[True] <= errors[False] + 2e-3, errors
+    # Prompt pieces of three rows over the prefix (pieces_attention).
+    calls.clear()
+    prefix = SharedPrefix(list(range(300)), [prefix_key], [prefix_value])
+    pieces = [(0, 5), (3, 1), (6, 40)]  # own tokens cached before the piece, tokens in it
+    queries = [bf16(1, heads, count, dim) for _, count in pieces]
+    caches = [
+        (bf16(1, kv_heads, seen + count, dim) * 2, bf16(1, kv_heads, seen + count, dim))
+        for seen, count in pieces
+    ]
+    errors = {}
+    for compiled in (True, False):
+        outputs = pieces_attention(queries, caches, prefix, 0, scale, compiled=compiled)
+        worst = 0.0
+        for query, (key, value), output in zip(queries, caches, outputs, strict=True):
+            count, length = query.shape[2], key.shape[2]
+            own = torch.arange(length) <= (length - count + torch.arange(count)).unsqueeze(-1)
+            visible = torch.cat([torch.ones(count, 300, dtype=torch.bool), own], dim=1)
+            keys, values = torch.cat([prefix_key, key], 2), torch.cat([prefix_value, value], 2)
+            worst = max(
+                worst,
+                float(
+                    (output.double() - _softmax_attention(query, keys, values, visible, scale)).abs().max()
+                ),
+            )
+        errors[compiled] = worst
+    assert calls and errors[True] <= errors[False] + 2e-3, errors

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from hermes_core.engines.local.cpu.lean_decode import LeanDecodeLayer, RotaryTables, _rms_norm
 from hermes_core.engines.local.cpu.native_step import NativeSlot, can_run
+from hermes_core.engines.local.cpu.prefill_attention import MARK as NATIVE_MARK
 from hermes_core.engines.local.shared_prefix import cascade_attention, pieces_attention
 
 
@@ -245,6 +246,7 @@ class LlamaBatchStep:
                 prefixes[rows[0]],
                 index,
                 attention.scaling,
+                compiled=getattr(attention, NATIVE_MARK, False),
             )
             for row, output in zip(rows, attended, strict=True):
                 outputs[row] = output
@@ -291,6 +293,7 @@ class LlamaBatchStep:
                 prefix.values[index],
                 [own[row] for row in rows],
                 attention.scaling,
+                compiled=getattr(attention, NATIVE_MARK, False),
             )
             if len(rows) == len(caches):  # every row over one prefix, in order: no reassembly
                 output = shared

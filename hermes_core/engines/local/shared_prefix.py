@@ -85,12 +85,22 @@ def shares_chunks(
     return [s for s in starts if s <= length] == [s for s in their_starts if s <= length]
 
 
-def _attend_with_lse(query: Any, key: Any, value: Any, scaling: float, mask: Any = None) -> tuple[Any, Any]:
+def _attend_with_lse(
+    query: Any, key: Any, value: Any, scaling: float, mask: Any = None, compiled: bool = False
+) -> tuple[Any, Any]:
     """Attention of ``query`` ``(1, kv, q, d)`` over ``key``/``value`` ``(1, kv, n, d)``: output and float32 log-sum-exp.
 
-    ``mask`` (boolean ``(q, n)``, True = may attend) is optional.
+    ``mask`` (boolean ``(q, n)``, True = may attend) is optional. ``compiled``: without a mask, on the
+    compiled kernel where it applies (``cpu/prefill_attention.py``; models marked at load).
     """
     import torch
+
+    if compiled and mask is None:
+        from hermes_core.engines.local.cpu.prefill_attention import attention_with_lse
+
+        computed = attention_with_lse(query, key, value, scaling, causal=False)
+        if computed is not None:
+            return computed
 
     if mask is not None:
         scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scaling
@@ -110,13 +120,19 @@ def _attend_with_lse(query: Any, key: Any, value: Any, scaling: float, mask: Any
 
 
 def cascade_attention(
-    query: Any, prefix_key: Any, prefix_value: Any, suffixes: Sequence[tuple[Any, Any]], scaling: float
+    query: Any,
+    prefix_key: Any,
+    prefix_value: Any,
+    suffixes: Sequence[tuple[Any, Any]],
+    scaling: float,
+    compiled: bool = False,
 ) -> Any:
     """One-token attention of ``k`` rows over a shared prefix plus each row's own suffix: ``(k, 1, heads, dim)``.
 
     ``query`` is ``(k, heads, 1, dim)``; ``suffixes`` are each row's ``(key, value)``, ``(1, kv, n_i, dim)``.
     Query heads are folded into the rows of their key/value head (GQA), so the prefix is one attention
     call for all ``k`` rows; the partial results are merged in float32 by their log-sum-exps.
+    ``compiled``: the parts on the compiled kernel where it applies (``_attend_with_lse``).
     """
     import torch
 
@@ -127,12 +143,12 @@ def cascade_attention(
     folded = query.reshape(rows, kv_heads, group, dim)
     # All rows' queries for a KV head side by side: (1, kv, k * g, d).
     together = folded.transpose(0, 1).reshape(1, kv_heads, rows * group, dim)
-    prefix_out, prefix_lse = _attend_with_lse(together, prefix_key, prefix_value, scaling)
+    prefix_out, prefix_lse = _attend_with_lse(together, prefix_key, prefix_value, scaling, compiled=compiled)
     prefix_out = prefix_out.reshape(kv_heads, rows, group, -1).transpose(0, 1)  # (k, kv, g, d)
     prefix_lse = prefix_lse.reshape(kv_heads, rows, group).transpose(0, 1)
     own_out, own_lse = [], []
     for row, (key, value) in enumerate(suffixes):
-        out, lse = _attend_with_lse(folded[row : row + 1], key, value, scaling)
+        out, lse = _attend_with_lse(folded[row : row + 1], key, value, scaling, compiled=compiled)
         own_out.append(out)
         own_lse.append(lse)
     suffix_out, suffix_lse = torch.cat(own_out), torch.cat(own_lse)  # (k, kv, g, d), (k, kv, g)
@@ -153,14 +169,20 @@ def merge_by_lse(first: Any, first_lse: Any, second: Any, second_lse: Any) -> An
 
 
 def piece_attention(
-    query: Any, key: Any, value: Any, prefix: SharedPrefix | None, layer: int, scaling: float
+    query: Any,
+    key: Any,
+    value: Any,
+    prefix: SharedPrefix | None,
+    layer: int,
+    scaling: float,
+    compiled: bool = False,
 ) -> Any:
     """Causal attention of a row's new tokens ``(1, heads, n, dim)`` over its cache (and prefix): ``(1, n, heads, dim)``.
 
     ``key``/``value`` ``(1, kv, m, dim)`` end with the ``n`` new tokens; token ``j`` sees the cache up
     to itself and the whole prefix. Heads folded under their KV head; parts merged by log-sum-exp.
     """
-    return pieces_attention([query], [(key, value)], prefix, layer, scaling)[0]
+    return pieces_attention([query], [(key, value)], prefix, layer, scaling, compiled)[0]
 
 
 def pieces_attention(
@@ -169,12 +191,14 @@ def pieces_attention(
     prefix: SharedPrefix | None,
     layer: int,
     scaling: float,
+    compiled: bool = False,
 ) -> list[Any]:
     """``piece_attention`` for several rows over one shared prefix (or none), the prefix read in one call.
 
     Every row's folded queries go against the prefix together (one attention call over all their
     tokens instead of one per row: a quarter less time for 8 rows of 25 tokens over 1,600 here);
-    each row's own part stays its own causal call.
+    each row's own part stays its own causal call. ``compiled``: the parts on the compiled kernel where
+    it applies (``cpu/prefill_attention.py``).
     """
     import torch
 
@@ -184,16 +208,21 @@ def pieces_attention(
         kv_heads = key.shape[1]
         group = heads // kv_heads
         folded = query.reshape(1, kv_heads, group * count, dim)  # (g, n) rows under each KV head
+        folded_parts.append(folded)
+        if compiled and (own := _own_part_compiled(query, key, value, scaling)) is not None:
+            own_parts.append(own)
+            continue
         seen = key.shape[-2] - count
         visible = torch.arange(key.shape[-2], device=query.device) <= (
             seen + torch.arange(count, device=query.device)
         ).unsqueeze(-1)
         mask = None if count == 1 else visible.repeat(group, 1)
-        folded_parts.append(folded)
         own_parts.append(_attend_with_lse(folded, key, value, scaling, mask))
     if prefix is not None:
         together = folded_parts[0] if len(folded_parts) == 1 else torch.cat(folded_parts, dim=2)
-        prefix_out, prefix_lse = _attend_with_lse(together, prefix.keys[layer], prefix.values[layer], scaling)
+        prefix_out, prefix_lse = _attend_with_lse(
+            together, prefix.keys[layer], prefix.values[layer], scaling, compiled=compiled
+        )
         sizes = [folded.shape[2] for folded in folded_parts]
         prefix_outs, prefix_lses = prefix_out.split(sizes, dim=2), prefix_lse.split(sizes, dim=2)
     outputs = []
@@ -204,3 +233,16 @@ def pieces_attention(
             merged = merge_by_lse(prefix_outs[index], prefix_lses[index], own_out, own_lse).to(query.dtype)
         outputs.append(merged.reshape(1, heads, count, -1).transpose(1, 2))
     return outputs
+
+
+def _own_part_compiled(query: Any, key: Any, value: Any, scaling: float) -> tuple[Any, Any] | None:
+    """A row's causal attention over its own cache on the compiled kernel, folded as ``pieces_attention``
+    folds it: output ``(1, kv, g * n, d)`` and log-sum-exp ``(1, kv, g * n)``; None where it does not apply."""
+    from hermes_core.engines.local.cpu.prefill_attention import attention_with_lse
+
+    computed = attention_with_lse(query, key, value, scaling, causal=True)
+    if computed is None:
+        return None
+    output, lse = computed
+    kv_heads, rows = key.shape[1], query.shape[1] * query.shape[2] // key.shape[1]
+    return output.reshape(1, kv_heads, rows, -1), lse.reshape(1, kv_heads, rows)

@@ -342,6 +342,8 @@ bool available();
 bool is_causal_after_cache(const at::Tensor& mask);
 at::Tensor prefill_attention(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
                              double scaling);
+std::tuple<at::Tensor, at::Tensor> attention_with_lse(const at::Tensor& query, const at::Tensor& keys,
+                                                      const at::Tensor& values, double scaling, bool causal);
 }  // namespace hermes_prefill
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -356,5 +358,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("is_causal_after_cache", &hermes_prefill::is_causal_after_cache,
              pybind11::call_guard<pybind11::gil_scoped_release>());
   module.def("prefill_attention", &hermes_prefill::prefill_attention,
+             pybind11::call_guard<pybind11::gil_scoped_release>());
+  module.def("attention_with_lse", &hermes_prefill::attention_with_lse,
              pybind11::call_guard<pybind11::gil_scoped_release>());
 }

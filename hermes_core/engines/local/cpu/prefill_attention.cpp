@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -142,16 +143,17 @@ constexpr int value_rows() {
   return DV <= 4 ? 6 : 2;  // accumulators + value vectors within the 32 vector registers
 }
 
-// One task: query rows (position-major: row = position * group + head) against the visible keys.
+// One task: query rows (position-major: row = position * group + head) against the visible keys: the
+// first position sees first_visible keys, each next one `growth` more (1: causal, 0: all see the same).
 template <int DV>
-void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t first_visible,
+void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t first_visible, int64_t growth,
                  const uint16_t* packed_keys, const uint16_t* packed_values, float scale, float* scores,
                  uint16_t* weights, float* out, float* maxima, float* sums) {
   constexpr int64_t dim = DV * 16;
   std::fill(out, out + rows * dim, 0.0f);
   std::fill(maxima, maxima + rows, -std::numeric_limits<float>::infinity());
   std::fill(sums, sums + rows, 0.0f);
-  const int64_t last_visible = first_visible + (rows - 1) / group;  // keys seen by the task's last row
+  const int64_t last_visible = first_visible + growth * ((rows - 1) / group);  // keys seen by the last row
   for (int64_t start = 0; start < last_visible; start += kChunk) {
     const int64_t width = std::min(kChunk, last_visible - start);
     const int64_t vectors = (width + 15) / 16;
@@ -163,7 +165,7 @@ void attend_task(const uint16_t* queries, int64_t rows, int64_t group, int64_t f
     for (r = 0; r < rows; ++r) {
       float* row_scores = scores + r * kChunk;
       uint16_t* row_weights = weights + r * kChunk;
-      const int64_t seen = std::min(width, first_visible + r / group - start);  // this row's keys here
+      const int64_t seen = std::min(width, first_visible + growth * (r / group) - start);  // row r's keys here
       if (seen <= 0) {
         std::memset(row_weights, 0, padded * sizeof(uint16_t));
         continue;
@@ -231,8 +233,12 @@ void pack_values(const uint16_t* values, int64_t stride, int64_t length, int64_t
   }
 }
 
+// Attention of query (batch, heads, queries, dim) over keys/values (batch, kv_heads, length, dim), written
+// into output viewed as (batch, queries, heads, dim) and, if defined, the log-sum-exp of each row's scores
+// into lse viewed as (batch, queries, heads). Causal: query i sees keys j <= length - queries + i; else all.
 template <int DV>
-Tensor attend(const Tensor& query, const Tensor& keys, const Tensor& values, double scaling) {
+void attend(const Tensor& query, const Tensor& keys, const Tensor& values, double scaling, bool causal,
+            const Tensor& output, const Tensor& lse) {
   constexpr int64_t dim = DV * 16;
   const int64_t batch = query.size(0), heads = query.size(1), queries = query.size(2);
   const int64_t kv_heads = keys.size(1), length = keys.size(2);
@@ -255,8 +261,8 @@ Tensor attend(const Tensor& query, const Tensor& keys, const Tensor& values, dou
       }
     }
   });
-  Tensor output = at::empty({batch, queries, heads, dim}, query.options());
   auto* out_data = reinterpret_cast<uint16_t*>(output.data_ptr<at::BFloat16>());
+  float* lse_data = lse.defined() ? lse.data_ptr<float>() : nullptr;
   const auto* q_data = reinterpret_cast<const uint16_t*>(query.data_ptr<at::BFloat16>());
   const int64_t blocks = (queries + kPositions - 1) / kPositions;
   const int64_t tasks = blocks * batch * kv_heads;  // block-major: neighbouring tasks cost about the same
@@ -279,14 +285,19 @@ Tensor attend(const Tensor& query, const Tensor& keys, const Tensor& values, dou
           }
         }
         const uint16_t* packed_keys = packed_data + (b * kv_heads + h) * 2 * padded * dim;
-        attend_task<DV>(rows_in.data(), rows, group, length - queries + first + 1, packed_keys,
-                        packed_keys + padded * dim, scale, scores.data(), weights.data(), out.data(),
-                        maxima.data(), sums.data());
+        attend_task<DV>(rows_in.data(), rows, group, causal ? length - queries + first + 1 : length,
+                        causal ? 1 : 0, packed_keys, packed_keys + padded * dim, scale, scores.data(),
+                        weights.data(), out.data(), maxima.data(), sums.data());
         for (int64_t i = 0; i < count; ++i) {
           for (int64_t g = 0; g < group; ++g) {
             const int64_t row = i * group + g;
             const __m512 inverse = _mm512_set1_ps(1.0f / sums[row]);
-            uint16_t* target = out_data + ((b * queries + first + i) * heads + h * group + g) * dim;
+            const int64_t head = h * group + g;
+            uint16_t* target = out_data + b * output.stride(0) + (first + i) * output.stride(1) + head * output.stride(2);
+            if (lse_data != nullptr) {
+              lse_data[b * lse.stride(0) + (first + i) * lse.stride(1) + head * lse.stride(2)] =
+                  maxima[row] + std::log(sums[row]);
+            }
             for (int64_t d = 0; d < dim; d += 16) {
               const __m512 value = _mm512_mul_ps(_mm512_loadu_ps(out.data() + row * dim + d), inverse);
               _mm256_storeu_si256(reinterpret_cast<__m256i*>(target + d), (__m256i)(_mm512_cvtneps_pbh(value)));
@@ -296,7 +307,6 @@ Tensor attend(const Tensor& query, const Tensor& keys, const Tensor& values, dou
       }
     }
   });
-  return output;
 }
 
 #endif  // HERMES_PREFILL_BF16
@@ -310,11 +320,10 @@ bool available() {
 #endif
 }
 
-// Causal attention of query (batch, heads, queries, dim) over keys and values (batch, kv_heads, length,
-// dim), bf16, unit last stride; query i sits at position length - queries + i. Returns
-// (batch, queries, heads, dim) bf16, the layout transformers' attention functions return.
-Tensor prefill_attention(const Tensor& query, const Tensor& keys, const Tensor& values, double scaling) {
-  TORCH_CHECK(available(), "prefill_attention needs a CPU with AVX-512 BF16");
+namespace {
+
+void check_inputs(const Tensor& query, const Tensor& keys, const Tensor& values) {
+  TORCH_CHECK(available(), "the compiled attention needs a CPU with AVX-512 BF16");
   TORCH_CHECK(query.scalar_type() == at::kBFloat16 && keys.scalar_type() == at::kBFloat16 &&
                   values.scalar_type() == at::kBFloat16, "bf16 query, keys and values");
   TORCH_CHECK(query.dim() == 4 && keys.dim() == 4 && values.dim() == 4, "4-d query, keys and values");
@@ -322,18 +331,45 @@ Tensor prefill_attention(const Tensor& query, const Tensor& keys, const Tensor& 
   TORCH_CHECK(keys.sizes() == values.sizes() && keys.size(0) == query.size(0) && keys.size(3) == query.size(3),
               "keys and values matching the query");
   TORCH_CHECK(query.size(1) % keys.size(1) == 0, "query heads a multiple of key/value heads");
-  TORCH_CHECK(keys.size(2) >= query.size(2), "at least as many keys as queries");
+  TORCH_CHECK(keys.size(2) >= 1, "at least one key");
+  TORCH_CHECK(query.size(3) == 64 || query.size(3) == 128, "head dimensions 64 and 128 only");
+}
+
+void run(const Tensor& query, const Tensor& keys, const Tensor& values, double scaling, bool causal,
+         const Tensor& output, const Tensor& lse) {
 #ifdef HERMES_PREFILL_BF16
-  switch (query.size(3)) {
-    case 64:
-      return attend<4>(query, keys, values, scaling);
-    case 128:
-      return attend<8>(query, keys, values, scaling);
-    default:
-      TORCH_CHECK(false, "prefill_attention supports head dimensions 64 and 128");
+  if (query.size(3) == 64) {
+    attend<4>(query, keys, values, scaling, causal, output, lse);
+  } else {
+    attend<8>(query, keys, values, scaling, causal, output, lse);
   }
 #endif
-  return Tensor();
+}
+
+}  // namespace
+
+// Causal attention of query (batch, heads, queries, dim) over keys and values (batch, kv_heads, length,
+// dim), bf16, unit last stride, head size 64 or 128; query i sits at position length - queries + i.
+// Returns (batch, queries, heads, dim) bf16, the layout transformers' attention functions return.
+Tensor prefill_attention(const Tensor& query, const Tensor& keys, const Tensor& values, double scaling) {
+  check_inputs(query, keys, values);
+  TORCH_CHECK(keys.size(2) >= query.size(2), "at least as many keys as queries");
+  Tensor output = at::empty({query.size(0), query.size(2), query.size(1), query.size(3)}, query.options());
+  run(query, keys, values, scaling, true, output, Tensor());
+  return output;
+}
+
+// Attention as prefill_attention takes it, causal or of every query over all the keys, returning the
+// output (batch, heads, queries, dim) bf16 and each row's log-sum-exp of its scaled scores (batch, heads,
+// queries) in float: what the shared-prefix attention merges partial results by (shared_prefix.py).
+std::tuple<Tensor, Tensor> attention_with_lse(const Tensor& query, const Tensor& keys, const Tensor& values,
+                                              double scaling, bool causal) {
+  check_inputs(query, keys, values);
+  TORCH_CHECK(!causal || keys.size(2) >= query.size(2), "at least as many keys as queries");
+  Tensor output = at::empty(query.sizes(), query.options());
+  Tensor lse = at::empty({query.size(0), query.size(1), query.size(2)}, query.options().dtype(at::kFloat));
+  run(query, keys, values, scaling, causal, output.transpose(1, 2), lse.transpose(1, 2));
+  return {output, lse};
 }
 
 }  // namespace hermes_prefill

@@ -81,6 +81,34 @@ def applies(
     return native.is_causal_after_cache(attention_mask)
 
 
+def attention_with_lse(
+    query: Any, key: Any, value: Any, scaling: float, causal: bool
+) -> tuple[Any, Any] | None:
+    """Output ``(batch, heads, queries, dim)`` and float log-sum-exps ``(batch, heads, queries)`` from the kernel.
+
+    Causal as ``prefill_attention``, or every query over all keys; None where the kernel does not apply
+    (then the caller computes it as before). For the shared-prefix attention of batched steps, which
+    merges partial results by their log-sum-exps (``shared_prefix.py``) and calls this only for
+    models marked at load.
+    """
+    import torch
+
+    if query.device.type != "cpu" or not all(
+        tensor.dtype == torch.bfloat16 for tensor in (query, key, value)
+    ):
+        return None
+    if query.shape[-1] not in HEAD_SIZES or query.shape[1] % key.shape[1] or key.shape[2] < 1:
+        return None
+    if any(tensor.stride(-1) != 1 for tensor in (query, key, value)) or (
+        causal and key.shape[2] < query.shape[2]
+    ):
+        return None
+    native = _kernel()
+    if native is None:
+        return None
+    return native.attention_with_lse(query, key, value, float(scaling), causal)
+
+
 def prefill_attention(query: Any, key: Any, value: Any, scaling: float | None) -> Any:
     """Causal attention, ``(batch, heads, queries, dim)`` over ``(batch, kv_heads, keys, dim)``: ``(batch, queries, heads, dim)``."""
     native = _kernel()
