@@ -15,13 +15,16 @@ Run: ``.venv/bin/python benchmarks/bench_prefill_attention.py [--repeats 7] [--t
 4. Eight concurrent requests over the cached tools prompt on the default load (bench_batching.py's
    requests: distinct questions, ``--batch-tokens`` tokens each, no stop): aggregate tokens/s and the
    slowest first token, with the kernel in the batched steps' shared-prefix attention and without
-   (marks switched on one engine, interleaved, medians of ``--rounds``).
+   (marks switched on one engine, interleaved, medians of ``--rounds``). It runs in a fresh interpreter:
+   the OpenMP team sections 1-3 leave on this one's main thread would slow the scheduler's
+   (``bench_openmp_teams.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -188,12 +191,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4, help="rounds of the concurrent-requests section")
     parser.add_argument("--batch-tokens", type=int, default=32, help="new tokens per concurrent request")
+    parser.add_argument("--batched-only", action="store_true", help="only section 4, in this interpreter")
     args = parser.parse_args()
     import torch
 
     from hermes_core.engines.local.cpu import native_step
 
     torch.set_num_threads(args.threads)
+    if args.batched_only:
+        batched(args.rounds, args.batch_tokens)
+        return
     native = native_step.extension(wait=True)
     if native is None or not native.prefill_attention_available():
         sys.exit(f"the compiled kernel is not available here ({native_step.failure() or 'no AVX-512 BF16'})")
@@ -208,7 +215,10 @@ def main() -> None:
     print(
         f"\n4. 8 concurrent requests over the cached tools prompt, {args.batch_tokens} tokens each (medians)"
     )
-    batched(args.rounds, args.batch_tokens)
+    sys.stdout.flush()
+    command = [sys.executable, __file__, "--batched-only", "--threads", str(args.threads)]
+    command += ["--rounds", str(args.rounds), "--batch-tokens", str(args.batch_tokens)]
+    subprocess.run(command, check=True)
     print(f"\nload average at end: {load_average()}")
 
 

@@ -12,8 +12,9 @@ key and value on CPU, head size 64 or 128, and either no mask over a first piece
 a piece after cached keys (checked, in microseconds). Everything else stays with ``sdpa``. A model's
 first prefill waits for the module like its first decode step does, so which kernel computes a prompt
 never depends on timing, and a prefix served from the cache is bit for bit what a cold prefill makes.
-Marked per model at load (``use_native_prefill_attention``); ``native_decode=False`` or
-``HERMES_NATIVE_DECODE=0`` keeps torch's kernel.
+Batched steps use it too, with each row's log-sum-exp (``attention_with_lse``), for their attention over a
+shared prefix (``shared_prefix.py``). Marked per model at load (``use_native_prefill_attention``);
+``native_decode=False`` or ``HERMES_NATIVE_DECODE=0`` keeps torch's kernel.
 """
 
 from __future__ import annotations
