@@ -86,11 +86,16 @@ def _decode_panel(ax: Any, decode: dict[str, Any]) -> None:
     ax.set_title("Constrained decoding: cost per token", fontsize=10)
 
 
-def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
-    """Decode speed per load, short and long context, each bar labelled with its share of llama.cpp's."""
-    rows = list(engine["decode"].items())
+def _load_bars(
+    ax: Any, engine: dict[str, Any], speeds_by_load: dict[str, list[float]], contexts: list[str], notes: Any
+) -> None:
+    """Horizontal bars per load and context (llama.cpp red, defaults blue), each labelled ``speed (notes)``.
+
+    ``notes(label, i)`` gives the bracketed note of a bar, or "" for none.
+    """
+    rows = list(speeds_by_load.items())
     height = 0.38
-    for i, (context, alpha) in enumerate(zip(engine["contexts"], (1.0, 0.55), strict=True)):
+    for i, (context, alpha) in enumerate(zip(contexts, (1.0, 0.55), strict=True)):
         for y, (label, speeds) in enumerate(rows):
             base = COLORS[0] if label in engine["defaults"] else COLORS[2]
             color = "#c62828" if label.startswith("llama.cpp") else base
@@ -103,13 +108,23 @@ def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
                 alpha=alpha,
                 label=context if y == 0 else None,
             )
-            shares = engine["share_of_llama_cpp_percent"].get(label)
-            share = f" ({shares[i]}%)" if shares else ""
-            ax.text(speeds[i] + 1.5, position, f"{speeds[i]:g}{share}", va="center", fontsize=7)
+            note = notes(label, i)
+            text = f"{speeds[i]:g} ({note})" if note else f"{speeds[i]:g}"
+            ax.text(speeds[i] * 1.01, position, text, va="center", fontsize=7)
     ax.set_xlim(0, max(max(speeds) for _, speeds in rows) * 1.45)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+
+
+def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
+    """Decode speed per load, short and long context, each bar labelled with its share of llama.cpp's."""
+
+    def share(label: str, i: int) -> str:
+        shares = engine["share_of_llama_cpp_percent"].get(label)
+        return f"{shares[i]}%" if shares else ""
+
+    _load_bars(ax, engine, engine["decode"], engine["contexts"], share)
     ax.set_xlabel("greedy decode tok/s (% of llama.cpp, per-round ratios); blue = default", fontsize=8)
     threads = engine.get("threads")
     cores = f"{threads} thread{'s' if threads != 1 else ''} each" if threads else "2 cores"
@@ -118,28 +133,12 @@ def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
 
 def _engine_prefill_panel(ax: Any, engine: dict[str, Any]) -> None:
     """Prefill speed per load, short prompt and tools prompt, each bar labelled with its ratio to llama.cpp's."""
-    rows = list(engine["prefill"].items())
-    height = 0.38
-    for i, (context, alpha) in enumerate(zip(engine["prefill_contexts"], (0.55, 1.0), strict=True)):
-        for y, (label, speeds) in enumerate(rows):
-            base = COLORS[0] if label in engine["defaults"] else COLORS[2]
-            color = "#c62828" if label.startswith("llama.cpp") else base
-            position = y + (i - 0.5) * height
-            ax.barh(
-                position,
-                speeds[i],
-                height=height,
-                color=color,
-                alpha=alpha,
-                label=context if y == 0 else None,
-            )
-            ratios = engine["prefill_x_llama"].get(label)
-            ratio = f" (x{ratios[i]:g})" if ratios else ""
-            ax.text(speeds[i] + 15, position, f"{speeds[i]:g}{ratio}", va="center", fontsize=7)
-    ax.set_xlim(0, max(max(speeds) for _, speeds in rows) * 1.3)
-    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+
+    def ratio(label: str, i: int) -> str:
+        ratios = engine["prefill_x_llama"].get(label)
+        return f"x{ratios[i]:g}" if ratios else ""
+
+    _load_bars(ax, engine, engine["prefill"], engine["prefill_contexts"], ratio)
     ax.set_xlabel("prompt tok/s (x llama.cpp, per-round ratios); blue = default", fontsize=8)
     ax.set_title("Prefill vs llama.cpp, same model, no prompt cache", fontsize=10, pad=16)
 
