@@ -15,6 +15,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -311,10 +312,12 @@ void attend(const Tensor& query, const Tensor& keys, const Tensor& values, doubl
 
 #endif  // HERMES_PREFILL_BF16
 
-// Whether this build has the kernel (the CPU it was built for has AVX-512 BF16).
+// Whether to use the kernel: this build has it (the CPU it was built for has AVX-512 BF16) and the CPU
+// has no AMX, where torch's kernel multiplies its blocks on AMX tiles (its fast path; could_pack is what
+// torch's flash attention asks).
 bool available() {
 #ifdef HERMES_PREFILL_BF16
-  return true;
+  return !at::native::cpublas::could_pack(at::kBFloat16);
 #else
   return false;
 #endif

@@ -4,7 +4,8 @@ On CPUs with AVX-512 BF16 but no AMX, torch's flash attention multiplies its bf1
 generic path: it was 58% of the embedded model's prefill of a 1,600-token tools prompt, at about 140
 GFLOP/s on two cores (benchmarks/profile_engine.py, section 2b). The compiled kernel runs the same
 online softmax on the CPU's bf16 dot-product instruction, 4-7x faster at those shapes, as accurate as
-torch's kernel and rounded differently (tests/core/test_prefill_attention.py).
+torch's kernel and rounded differently (tests/core/test_prefill_attention.py). On CPUs with AMX torch's
+kernel multiplies on AMX tiles, its fast path, and is kept (not measured here: no such machine).
 
 It is part of the compiled module of ``native_step.py`` (built once per machine, in the background from
 the start of a CPU load) and covers what transformers' ``sdpa`` gets for a prompt piece: bf16 query,
