@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_prefill_attention.py [--repeats 7] [--threads 2]``. Prints:
 
 1. Milliseconds of one layer's attention at the embedded model's shapes (9 query heads over 3 key/value
-   heads, head size 64; a piece of Q new tokens after L - Q cached ones): the compiled kernel
+   heads, head size 64) and at Llama-3.2-1B's and Llama-3-8B's (a piece of Q new tokens after L - Q
+   cached ones): the compiled kernel
    (``hermes_core/engines/local/cpu/prefill_attention.cpp``) against torch's
    ``scaled_dot_product_attention`` with the causal mask transformers passes, best of ``--repeats``,
    with each one's GFLOP/s (4 x heads x Q x dim x visible keys).
@@ -35,7 +36,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine_summary
 from bench_engine import ASK_COLD, TTFT_TOOLS
 
-SHAPES = ((512, 512), (512, 1024), (512, 1600), (64, 1600), (8, 1600))  # (new tokens, keys)
+# (model, query heads, key/value heads, head size, new tokens, keys): the embedded model's pieces, then
+# the attention shapes of Llama-3.2-1B and Llama-3-8B.
+SHAPES = (
+    ("135M", 9, 3, 64, 512, 512),
+    ("135M", 9, 3, 64, 512, 1024),
+    ("135M", 9, 3, 64, 512, 1600),
+    ("135M", 9, 3, 64, 64, 1600),
+    ("135M", 9, 3, 64, 8, 1600),
+    ("1B", 32, 8, 64, 512, 1024),
+    ("8B", 32, 8, 128, 512, 1024),
+    ("8B", 32, 8, 128, 64, 2048),
+)
 TEXTS = (
     "Tell me about the weather in Paris and London. " * 30,
     "Once upon a time, a robot wrote JSON. " * 40,
@@ -57,11 +69,10 @@ def best_ms(function, args: tuple, repeats: int, **kwargs) -> float:
 def kernel_table(native, repeats: int) -> None:
     import torch
 
-    heads, kv_heads, dim = 9, 3, 64
     print(
-        f"{'new':>5} {'keys':>6} {'compiled ms':>12} {'GFLOP/s':>8} {'torch ms':>9} {'GFLOP/s':>8} {'x':>6}"
+        f"{'model':>5} {'new':>5} {'keys':>6} {'compiled ms':>12} {'GFLOP/s':>8} {'torch ms':>9} {'GFLOP/s':>8} {'x':>6}"
     )
-    for queries, keys in SHAPES:
+    for model, heads, kv_heads, dim, queries, keys in SHAPES:
         query = torch.randn(1, heads, queries, dim).to(torch.bfloat16)
         key = torch.randn(1, kv_heads, keys, dim).to(torch.bfloat16)
         value = torch.randn(1, kv_heads, keys, dim).to(torch.bfloat16)
@@ -71,7 +82,7 @@ def kernel_table(native, repeats: int) -> None:
         sdpa = torch.nn.functional.scaled_dot_product_attention
         torchs = best_ms(sdpa, (query, key, value), repeats, attn_mask=mask, enable_gqa=True)
         print(
-            f"{queries:>5} {keys:>6} {ours:>12.2f} {flops / ours / 1e6:>8.0f} {torchs:>9.2f} "
+            f"{model:>5} {queries:>5} {keys:>6} {ours:>12.2f} {flops / ours / 1e6:>8.0f} {torchs:>9.2f} "
             f"{flops / torchs / 1e6:>8.0f} {torchs / ours:>6.2f}"
         )
 
