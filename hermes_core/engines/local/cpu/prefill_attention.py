@@ -3,7 +3,7 @@
 On CPUs with AVX-512 BF16 but no AMX, torch's flash attention multiplies its bf16 blocks through a
 generic path: it was 58% of the embedded model's prefill of a 1,600-token tools prompt, at about 140
 GFLOP/s on two cores (benchmarks/profile_engine.py, section 2b). The compiled kernel runs the same
-online softmax on the CPU's bf16 dot-product instruction, 4-7x faster at those shapes, as accurate as
+online softmax on the CPU's bf16 dot-product instruction, 3-7x faster at those shapes, as accurate as
 torch's kernel and rounded differently (tests/core/test_prefill_attention.py). On CPUs with AMX torch's
 kernel multiplies on AMX tiles, its fast path, and is kept (not measured here: no such machine).
 
@@ -62,15 +62,7 @@ def applies(
         or kwargs.get("sinks") is not None
     ):
         return False
-    if kwargs.get("output_attentions", False) or query.device.type != "cpu":
-        return False
-    import torch
-
-    if not all(tensor.dtype == torch.bfloat16 for tensor in (query, key, value)):
-        return False
-    if query.shape[-1] not in HEAD_SIZES or query.shape[1] % key.shape[1] or key.shape[2] < query.shape[2]:
-        return False
-    if any(tensor.stride(-1) != 1 for tensor in (query, key, value)):
+    if kwargs.get("output_attentions", False) or not _supported(query, key, value, causal=True):
         return False
     native = _kernel()
     if native is None:
@@ -93,19 +85,7 @@ def attention_with_lse(
     merges partial results by their log-sum-exps (``shared_prefix.py``) and calls this only for
     models marked at load.
     """
-    import torch
-
-    if query.device.type != "cpu" or not all(
-        tensor.dtype == torch.bfloat16 for tensor in (query, key, value)
-    ):
-        return None
-    if query.shape[-1] not in HEAD_SIZES or query.shape[1] % key.shape[1] or key.shape[2] < 1:
-        return None
-    if any(tensor.stride(-1) != 1 for tensor in (query, key, value)) or (
-        causal and key.shape[2] < query.shape[2]
-    ):
-        return None
-    native = _kernel()
+    native = _kernel() if _supported(query, key, value, causal) else None
     if native is None:
         return None
     return native.attention_with_lse(query, key, value, float(scaling), causal)
@@ -116,6 +96,19 @@ def prefill_attention(query: Any, key: Any, value: Any, scaling: float | None) -
     native = _kernel()
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     return native.prefill_attention(query, key, value, float(scale))
+
+
+def _supported(query: Any, key: Any, value: Any, causal: bool) -> bool:
+    """Whether the kernel takes these tensors: bf16 on CPU, head size 64/128, grouped heads, unit last strides."""
+    import torch
+
+    if query.device.type != "cpu" or any(tensor.dtype != torch.bfloat16 for tensor in (query, key, value)):
+        return False
+    if query.shape[-1] not in HEAD_SIZES or query.shape[1] % key.shape[1] or key.shape[2] < 1:
+        return False
+    if causal and key.shape[2] < query.shape[2]:
+        return False
+    return all(tensor.stride(-1) == 1 for tensor in (query, key, value))
 
 
 def _kernel() -> Any:
