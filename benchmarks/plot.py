@@ -87,12 +87,17 @@ def _decode_panel(ax: Any, decode: dict[str, Any]) -> None:
 
 
 def _load_bars(
-    ax: Any, engine: dict[str, Any], speeds_by_load: dict[str, list[float]], contexts: list[str], notes: Any
+    ax: Any,
+    engine: dict[str, Any],
+    speeds_by_load: dict[str, list[float]],
+    contexts: list[str],
+    notes: tuple[dict[str, list[float]], str],
 ) -> None:
-    """Horizontal bars per load and context (llama.cpp red, defaults blue), each labelled ``speed (notes)``.
+    """Horizontal bars per load and context (llama.cpp red, defaults blue), each labelled ``speed (note)``.
 
-    ``notes(label, i)`` gives the bracketed note of a bar, or "" for none.
+    ``notes`` is a load's per-context figures and the format of one, e.g. ``({"int4": [1.5, 4.2]}, "x{:g}")``.
     """
+    figures, note_format = notes
     rows = list(speeds_by_load.items())
     height = 0.38
     for i, (context, alpha) in enumerate(zip(contexts, (1.0, 0.55), strict=True)):
@@ -108,9 +113,8 @@ def _load_bars(
                 alpha=alpha,
                 label=context if y == 0 else None,
             )
-            note = notes(label, i)
-            text = f"{speeds[i]:g} ({note})" if note else f"{speeds[i]:g}"
-            ax.text(speeds[i] * 1.01, position, text, va="center", fontsize=7)
+            note = f" ({note_format.format(figures[label][i])})" if label in figures else ""
+            ax.text(speeds[i] * 1.01, position, f"{speeds[i]:g}{note}", va="center", fontsize=7)
     ax.set_xlim(0, max(max(speeds) for _, speeds in rows) * 1.45)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
@@ -119,12 +123,9 @@ def _load_bars(
 
 def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
     """Decode speed per load, short and long context, each bar labelled with its share of llama.cpp's."""
-
-    def share(label: str, i: int) -> str:
-        shares = engine["share_of_llama_cpp_percent"].get(label)
-        return f"{shares[i]}%" if shares else ""
-
-    _load_bars(ax, engine, engine["decode"], engine["contexts"], share)
+    _load_bars(
+        ax, engine, engine["decode"], engine["contexts"], (engine["share_of_llama_cpp_percent"], "{}%")
+    )
     ax.set_xlabel("greedy decode tok/s (% of llama.cpp, per-round ratios); blue = default", fontsize=8)
     threads = engine.get("threads")
     cores = f"{threads} thread{'s' if threads != 1 else ''} each" if threads else "2 cores"
@@ -133,12 +134,9 @@ def _engine_decode_panel(ax: Any, engine: dict[str, Any]) -> None:
 
 def _engine_prefill_panel(ax: Any, engine: dict[str, Any]) -> None:
     """Prefill speed per load, short prompt and tools prompt, each bar labelled with its ratio to llama.cpp's."""
-
-    def ratio(label: str, i: int) -> str:
-        ratios = engine["prefill_x_llama"].get(label)
-        return f"x{ratios[i]:g}" if ratios else ""
-
-    _load_bars(ax, engine, engine["prefill"], engine["prefill_contexts"], ratio)
+    _load_bars(
+        ax, engine, engine["prefill"], engine["prefill_contexts"], (engine["prefill_x_llama"], "x{:g}")
+    )
     ax.set_xlabel("prompt tok/s (x llama.cpp, per-round ratios); blue = default", fontsize=8)
     ax.set_title("Prefill vs llama.cpp, same model, no prompt cache", fontsize=10, pad=16)
 

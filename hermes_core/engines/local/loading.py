@@ -182,7 +182,7 @@ def load_model(
     Llama layers: the same operations from C++ with its own attention, as accurate and rounded
     differently, built once per machine; see ``cpu/native_step.py``), prefill's int4 unpacking in
     tensor operations (the compiled one gives the same bits), and bf16 prefill attention on torch's
-    kernel (the compiled one, ``cpu/prefill_attention.py``, is 4-7x faster and rounds differently).
+    kernel (the compiled one, ``cpu/prefill_attention.py``, is 3-7x faster and rounds differently).
 
     ``int8_head=True`` (with ``"int4"``) also takes the output layer to int8 (``cpu/quantized_head.py``):
     29 MB less for the embedded model, the same greedy tokens, no faster decode at this size.
